@@ -24,8 +24,6 @@ public enum ProposalError: Error, Sendable, Hashable, CustomStringConvertible {
     case tooManyPendingReads(limit: Int)
     /// The target of a leadership transfer is not a voter, or is this node.
     case invalidTransferTarget(NodeID)
-    /// This node is not part of the cluster's membership.
-    case notMember
 
     public var description: String {
         switch self {
@@ -40,7 +38,6 @@ public enum ProposalError: Error, Sendable, Hashable, CustomStringConvertible {
         case .learnerNotCaughtUp(let node, let lag): "learner \(node) is \(lag) entries behind"
         case .tooManyPendingReads(let limit): "too many pending reads (limit \(limit))"
         case .invalidTransferTarget(let node): "cannot transfer leadership to \(node)"
-        case .notMember: "this node is not a member of the cluster"
         }
     }
 }

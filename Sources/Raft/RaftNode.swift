@@ -58,6 +58,10 @@ public final class RaftNode<Storage: LogStorage> {
     var previousSoftState: SoftState
     var previousHardState: HardState
     var readyOutstanding = false
+    /// Appends to all followers are due at the next `Ready`.
+    var appendBroadcastPending = false
+    /// The index of this leader's no-op: entries above it in its term are its own proposals.
+    var termStartIndex: UInt64 = 0
 
     /// Creates a node over `storage`, resuming from what it holds.
     public init(configuration: Configuration, storage: Storage) throws {
@@ -88,7 +92,8 @@ public final class RaftNode<Storage: LogStorage> {
         }
         term = hardState.term
         vote = hardState.vote
-        if configuration.appliedIndex > 0 { log.applied(to: min(configuration.appliedIndex, log.committed)) }
+        // The state machine may already hold more than the snapshot (never more than is committed).
+        if configuration.appliedIndex > log.applied { log.applied(to: min(configuration.appliedIndex, log.committed)) }
         resetRandomizedElectionTimeout()
     }
 
@@ -153,6 +158,10 @@ public final class RaftNode<Storage: LogStorage> {
         guard role == .leader else {
             throw leader == noNode ? .noLeader : .notLeader(leader: leader)
         }
+        let encoded = change.encoded()
+        if encoded.count > configuration.entryBytesMax {
+            throw .entryTooLarge(bytes: encoded.count, limit: configuration.entryBytesMax)
+        }
         if membershipIndex > log.committed { throw .membershipChangeInProgress(index: membershipIndex) }
         if !log.matchTerm(log.committed, term) { throw .leaderNotReady }
         if case .failure(let reason) = membership.applying(change) { throw .invalidMembershipChange(reason) }
@@ -160,7 +169,7 @@ public final class RaftNode<Storage: LogStorage> {
             let lag = log.lastIndex - min(learner.match, log.lastIndex)
             if lag > configuration.learnerPromotionLagMax { throw .learnerNotCaughtUp(node: change.node, lagEntries: lag) }
         }
-        let index = try appendProposal(kind: .membershipChange, data: change.encoded())
+        let index = try appendProposal(kind: .membershipChange, data: encoded)
         return .appended(index: index, term: term)
     }
 
@@ -208,7 +217,7 @@ public final class RaftNode<Storage: LogStorage> {
     /// Whether ``ready()`` would return anything to do.
     public func hasReady() -> Bool {
         if readyOutstanding { return false }
-        return softState != previousSoftState || hardState != previousHardState
+        return (appendBroadcastPending && role == .leader) || softState != previousSoftState || hardState != previousHardState
             || !log.unstable.entries.isEmpty || log.unstable.snapshot != nil
             || !outbox.isEmpty || !outboxAfterPersist.isEmpty || !pendingReadStates.isEmpty
             || log.hasNextCommittedEntries
@@ -217,6 +226,7 @@ public final class RaftNode<Storage: LogStorage> {
     /// Collects the work for the shell. Call ``advance(_:)`` with it before asking again.
     public func ready() -> Ready {
         precondition(!readyOutstanding, "ready() called again before advance()")
+        flushAppendBroadcast()
         readyOutstanding = true
         let soft = softState
         let hard = hardState
@@ -255,7 +265,10 @@ public final class RaftNode<Storage: LogStorage> {
         if let lastApplied = ready.committedEntries.last {
             log.applied(to: lastApplied.index)
             if role == .leader {
-                let appliedBytes = ready.committedEntries.reduce(0) { $0 + $1.byteCount }
+                // Only this leader's own proposals were counted (not its no-op nor inherited entries).
+                let appliedBytes = ready.committedEntries.reduce(0) { total, entry in
+                    entry.term == term && entry.index > termStartIndex ? total + entry.data.count + Entry.headerBytes : total
+                }
                 uncommittedBytes = max(0, uncommittedBytes - appliedBytes)
             }
         }
@@ -339,7 +352,7 @@ public final class RaftNode<Storage: LogStorage> {
         case .heartbeatResponse: handleHeartbeatResponse(message)
         case .propose:
             // Forwarded proposals may carry only normal entries: membership changes are validated here.
-            for entry in message.entries where entry.kind == .normal {
+            for entry in message.entries where entry.kind == .normal && entry.data.count <= configuration.entryBytesMax {
                 _ = try? appendProposal(kind: .normal, data: entry.data)
             }
         case .readIndex:
@@ -466,9 +479,21 @@ public final class RaftNode<Storage: LogStorage> {
         broadcastAppend()
     }
 
+    /// Asks for appends to every follower. They are built when the shell next collects a `Ready`,
+    /// so that all the proposals made in between travel in one message per follower (batching).
     func broadcastAppend() {
+        appendBroadcastPending = true
+    }
+
+    private func flushAppendBroadcast() {
+        guard appendBroadcastPending else { return }
+        appendBroadcastPending = false
+        guard role == .leader else { return }
         for node in membership.members where node != id {
-            sendAppend(to: node, sendIfEmpty: true)
+            // The first message goes even when empty: it carries the commit index.
+            guard sendAppend(to: node, sendIfEmpty: true) else { continue }
+            var sends = 1
+            while sends < configuration.inflightMessagesMax && sendAppend(to: node, sendIfEmpty: false) { sends += 1 }
         }
     }
 
@@ -753,6 +778,7 @@ public final class RaftNode<Storage: LogStorage> {
         pendingReads = []
         readsAwaitingTermCommit = []
         uncommittedBytes = 0
+        appendBroadcastPending = false
     }
 
     func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID) {
@@ -784,6 +810,7 @@ public final class RaftNode<Storage: LogStorage> {
         rebuildProgress()
         // A new leader commits an empty entry of its term to learn the commit index (paper 8).
         let noOp = Entry(term: term, index: log.lastIndex + 1)
+        termStartIndex = noOp.index
         appendAsLeader([noOp])
     }
 

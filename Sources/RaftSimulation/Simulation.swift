@@ -12,6 +12,7 @@ public final class Simulation {
         case client
         case fault
         case restart(NodeID)
+        case crash(NodeID, incarnation: UInt64)
         case endFaults
         case livenessCheck
     }
@@ -43,6 +44,8 @@ public final class Simulation {
     /// followers' match points move one entry at a time, which is where commit rules matter.
     var entriesPerMessage = 4
     var inflightMessages = 8
+    /// How often a newly elected leader is crashed within a few milliseconds, drawn per seed.
+    var youngLeaderCrashPercent: UInt64 = 20
     var livenessDeadline: UInt64 = 0
     var livenessSucceeded = false
 
@@ -75,6 +78,7 @@ public final class Simulation {
         result = SimulationResult(seed: options.seed, nodeCount: options.nodeCount)
         entriesPerMessage = [1, 1, 2, 4, 16][Int(random.next() % 5)]
         inflightMessages = [1, 2, 8, 64][Int(random.next() % 4)]
+        youngLeaderCrashPercent = [0, 20, 50, 80][Int(random.next() % 4)]
         let voters = (1...UInt64(options.nodeCount)).map { $0 }
         for id in voters {
             let node = SimulatedNode(id: id, bootstrap: Membership(voters: voters))
@@ -141,6 +145,10 @@ public final class Simulation {
             guard !inLivenessPhase else { return }
             injectFault()
             events.push(.fault, at: now + options.tickIntervalMicroseconds * (1 + random.next() % 6))
+        case .crash(let id, let incarnation):
+            guard !inLivenessPhase, let node = nodes[id], node.incarnation == incarnation, node.isAlive else { return }
+            crash(node)
+            events.push(.restart(id), at: now + options.tickIntervalMicroseconds * (1 + random.next() % 10))
         case .restart(let id):
             guard let node = nodes[id], !node.isAlive, !node.decommissioned else { return }
             start(node)
@@ -605,7 +613,14 @@ public final class Simulation {
                     violate("election safety", "nodes \(existing) and \(id) are both leader in term \(raft.term)")
                     return
                 }
-                if leaderOfTerm[raft.term] == nil { result.leaderElections += 1 }
+                if leaderOfTerm[raft.term] == nil {
+                    result.leaderElections += 1
+                    // Leaders that die young, before their own entries spread, are what paper
+                    // Figure 8 is about: crash some new leaders within a few milliseconds.
+                    if !inLivenessPhase && random.next() % 100 < youngLeaderCrashPercent {
+                        events.push(.crash(id, incarnation: node.incarnation), at: now + random.next() % 20_000)
+                    }
+                }
                 leaderOfTerm[raft.term] = id
             }
             recordCommitted(node, raft)

@@ -208,10 +208,10 @@ import Testing
         #expect(Membership(voters: [1, 2, 3, 4]).quorum == 3)
     }
 
-    /// A node joins the way the simulator adds one: started with an empty membership, expecting to
-    /// learn the configuration from the leader. The bootstrap membership is not in the log (it lives
-    /// in the index-0 snapshot metadata, which is never sent because it is "empty"), so the joiner
-    /// replays the membership changes onto an empty membership.
+    /// A node joins the way the simulator adds one: started with an empty membership, it learns the
+    /// configuration from the leader. This works because the bootstrap membership is in the log
+    /// (one committed `addVoter` entry per initial member), so replaying the log's membership
+    /// changes onto an empty membership gives the cluster's.
     @Test func joiningNodeWithEmptyBootstrapLearnsClusterMembership() throws {
         let cluster = TestCluster(voters: 3)
         cluster.elect(1)
@@ -222,8 +222,8 @@ import Testing
         #expect(cluster[4].membership == cluster[1].membership)
     }
 
-    /// The consequence of the gap above: once promoted, the joiner believes it is the only voter
-    /// and elects itself alone while cut off from the real cluster.
+    /// Once promoted, the joiner knows the real voters, so cut off from them it cannot elect itself
+    /// alone (it did, before the bootstrap membership was put into the log).
     @Test func promotedJoinerCannotElectItselfAlone() throws {
         let cluster = TestCluster(voters: 3)
         cluster.elect(1)

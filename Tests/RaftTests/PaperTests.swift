@@ -101,6 +101,30 @@ import Testing
         #expect(cluster[1].commitIndex == 2)
     }
 
+    /// Figure 8 (d), played to the end: S1 crashes, and S5, whose log holds term 3 at index 2,
+    /// wins term 5 with the votes of S3 and S4. With the safe rule nothing committed is lost;
+    /// with counting, the index-2 entry S1 "committed" is missing from the new leader's log.
+    @Test(arguments: [false, true])
+    func figure8NewLeaderWithoutTheCountedEntry(unsafeCounting: Bool) {
+        let cluster = Self.figure8Cluster(unsafeCounting: unsafeCounting)
+        let committedBeforeCrash = cluster[1].commitIndex
+        cluster.crash(1)
+        cluster.heal()
+        // S5's appends would make S2 and S3 overwrite index 2; the election alone is the point.
+        cluster.drop { $0.from == 5 && $0.type == .append }
+        // Let the followers' leader lease run out so that they listen to S5.
+        for id: NodeID in [2, 3, 4] { cluster.tick(id, times: cluster.configurations[id]!.electionTimeoutTicks, stabilizing: false) }
+        for _ in 0..<3 where cluster[5].role != .leader { cluster.elect(5) }
+        #expect(cluster[5].role == .leader)
+        #expect(cluster[5].term(at: 2) == 3)
+        if unsafeCounting {
+            // Leader completeness is broken: index 2 (term 2) was committed, the new leader lacks it.
+            #expect(committedBeforeCrash == 2)
+        } else {
+            #expect(committedBeforeCrash == 1)
+        }
+    }
+
     /// Builds Figure 8 (c): S1 [1,2], S2 [1,2], S3 [1], S4 [1], S5 [1,3]; S4 and S5 are
     /// unreachable, S1 wins term 4, and S3 receives index 2 but never the term-4 entry at 3.
     static func figure8Cluster(unsafeCounting: Bool) -> TestCluster {
@@ -147,6 +171,21 @@ import Testing
         #expect(cluster[1].role == .leader)
         #expect(cluster[1].term == 4)
         #expect(cluster.logTerms(3) == [1, 1, 2, 4])
+    }
+
+    /// With the restriction switched off the out-of-date candidate wins: the assertions above are what catch it.
+    @Test func electionRestrictionSwitchedOffLetsOutOfDateCandidateWin() {
+        let membership = Membership(voters: [1, 2, 3])
+        let cluster = TestCluster(storages: [
+            1: TestCluster.storage(membership: membership, terms: [1, 1, 2], hardState: HardState(term: 2)),
+            2: TestCluster.storage(membership: membership, terms: [1, 1, 2], hardState: HardState(term: 2)),
+            3: TestCluster.storage(membership: membership, terms: [1, 1, 1, 1], hardState: HardState(term: 2)),
+        ]) {
+            $0.preVote = false
+            $0.unsafeTesting.skipElectionRestriction = true
+        }
+        cluster.elect(3)
+        #expect(cluster[3].role == .leader)
     }
 
     @Test func electionRestrictionComparesLastTermBeforeLength() {

@@ -23,6 +23,15 @@ import Testing
         #expect(cluster.readStates[1] == [ReadState(index: 5, context: 42)])
     }
 
+    /// With confirmation switched off the answer comes in the very first Ready: the test above catches it.
+    @Test func skippingConfirmationAnswersAtOnce() throws {
+        let cluster = TestCluster(voters: 3) { $0.unsafeTesting.skipReadIndexConfirmation = true }
+        cluster.elect(1)
+        try cluster[1].readIndex(context: 42)
+        cluster.processReadies()
+        #expect(cluster.readStates[1] == [ReadState(index: 4, context: 42)])
+    }
+
     @Test func readIsNotAnsweredWithoutHeartbeatResponses() throws {
         let cluster = TestCluster(voters: 3)
         cluster.elect(1)

@@ -145,6 +145,40 @@ import Testing
         #expect(throws: Never.self) { try cluster[1].propose(Self.bytes(100)) }
     }
 
+    /// The limit counts what this leader appended and has not applied. Entries it inherited from
+    /// earlier terms (and its own no-op) were never counted, so applying them must not make room
+    /// for more of its own proposals.
+    @Test func applyingInheritedEntriesDoesNotFreeUncommittedBudget() throws {
+        let membership = Membership(voters: [1, 2, 3])
+        var storages: [NodeID: MemoryStorage] = [:]
+        for id: NodeID in [1, 2, 3] {
+            let storage = TestCluster.storage(membership: membership, terms: [], hardState: HardState(term: 1))
+            storage.append([Entry(term: 1, index: 1, data: Self.bytes(100)), Entry(term: 1, index: 2, data: Self.bytes(100))])
+            storages[id] = storage
+        }
+        let cluster = TestCluster(storages: storages) {
+            $0.entryBytesMax = 100
+            $0.uncommittedBytesMax = 250
+            $0.messageBytesMax = 1  // one entry per append
+        }
+        cluster.drop(.append)
+        cluster.elect(1)
+        #expect(cluster[1].role == .leader)
+        try cluster[1].propose(Self.bytes(100))  // index 4: 124 bytes
+        try cluster[1].propose(Self.bytes(100))  // index 5: 248 bytes
+        cluster.stabilize()
+        // Indexes 1...3 (two inherited entries and the no-op) commit; 4 and 5 do not.
+        cluster.heal()
+        cluster.drop { $0.type == .append && ($0.entries.first?.index ?? 0) >= 4 }
+        cluster.tick(1)
+        #expect(cluster[1].commitIndex == 3)
+        #expect(cluster.lastApplied[1] == 3)
+        // 248 bytes of this leader's proposals are still uncommitted: a third must not fit.
+        #expect(throws: ProposalError.uncommittedBytesExceeded(limit: 250)) {
+            try cluster[1].propose(Self.bytes(100))
+        }
+    }
+
     @Test func entryLargerThanEntryBytesMaxIsRefused() {
         let cluster = TestCluster(voters: 3) { $0.entryBytesMax = 100 }
         cluster.elect(1)

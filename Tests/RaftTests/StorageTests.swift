@@ -8,6 +8,28 @@ import Testing
         return storage
     }
 
+    @Test func bootstrapWritesOneCommittedMembershipEntryPerMember() throws {
+        let storage = MemoryStorage(bootstrap: Membership(voters: [3, 1, 2], learners: [7]))
+        #expect(storage.firstIndex() == 1)
+        #expect(storage.lastIndex() == 4)
+        let entries = try storage.entries(from: 1, to: 5, maxBytes: .max)
+        #expect(entries.allSatisfy { $0.term == 1 && $0.kind == .membershipChange })
+        #expect(entries.map { MembershipChange.decode($0.data) } == [
+            MembershipChange(.addVoter, node: 1), MembershipChange(.addVoter, node: 2),
+            MembershipChange(.addVoter, node: 3), MembershipChange(.addLearner, node: 7),
+        ])
+        #expect(try storage.initialState().hardState == HardState(term: 1, vote: noNode, commit: 4))
+        // A joining node starts empty.
+        let joiner = MemoryStorage()
+        #expect(joiner.lastIndex() == 0)
+        #expect(try joiner.initialState().hardState == HardState())
+        // A node over the bootstrap storage derives the membership from those entries.
+        let node = try RaftNode(configuration: Configuration(id: 2), storage: storage)
+        #expect(node.membership == Membership(voters: [1, 2, 3], learners: [7]))
+        #expect(node.commitIndex == 4)
+        #expect(node.term == 1)
+    }
+
     @Test func readsOutsideTheLogReportCompactedOrUnavailable() throws {
         let storage = Self.storage(lastIndex: 6)
         try storage.createSnapshot(index: 3, membership: Membership(voters: [1]), data: [9])
