@@ -12,12 +12,30 @@ let package = Package(
     dependencies: [
         // Command-line parsing for `raftkube` and `raftsim`.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Event loops and TCP for the peer transport.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        // Structured logging; only executables bootstrap it.
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // Services with graceful shutdown on SIGTERM, run by one ServiceGroup.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // The consensus algorithm as a pure, deterministic state machine: stdlib only.
         .target(name: "Raft"),
         // Deterministic cluster simulator (network, disk and clock faults from one seed) and its checkers.
         .target(name: "RaftSimulation", dependencies: ["Raft"]),
+        // The shell around `Raft`: write-ahead log and snapshots on disk, peer transport, the loop.
+        .target(
+            name: "RaftRuntime",
+            dependencies: [
+                "Raft",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "raftsim",
             dependencies: [
@@ -29,11 +47,28 @@ let package = Package(
             name: "raftkube",
             dependencies: [
                 "Raft",
+                "RaftRuntime",
                 "RaftSimulation",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "RaftSimulation"]),
+        .testTarget(
+            name: "RaftRuntimeTests",
+            dependencies: [
+                "Raft",
+                "RaftRuntime",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

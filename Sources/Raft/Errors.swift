@@ -46,6 +46,12 @@ public enum ProposalError: Error, Sendable, Hashable, CustomStringConvertible {
 public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
     public var field: String
     public var reason: String
+
+    public init(field: String, reason: String) {
+        self.field = field
+        self.reason = reason
+    }
+
     public var description: String { "invalid Raft configuration: \(field) \(reason)" }
 }
 

@@ -5,11 +5,11 @@ import RaftSimulation
 /// The raftkube command line. Only the benchmarks exist yet; `init`, `join`, `get`, `apply`
 /// and the rest arrive with their issues.
 @main
-struct RaftKube: ParsableCommand {
+struct RaftKube: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raftkube",
         abstract: "A Kubernetes-style container orchestrator built on its own Raft.",
-        subcommands: [Bench.self])
+        subcommands: [Bench.self, RaftNodeCommand.self])
 }
 
 struct Bench: ParsableCommand {

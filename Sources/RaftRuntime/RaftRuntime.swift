@@ -1,0 +1,514 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Raft
+import ServiceLifecycle
+
+/// A running, durable, networked Raft member: the shell around ``RaftNode``.
+///
+/// It owns the durable log (``DiskStorage``), the peer transport, the tick timer, and the loop
+/// that handles each `Ready` in the order the contract requires: the leader's messages go out
+/// first (its fsync overlaps their sending), then the `Ready` is written and fsynced once (all the
+/// proposals that arrived meanwhile share that fsync), then the messages that promise durability,
+/// then committed entries are applied and waiting callers answered, then `advance`.
+///
+/// All Raft state lives in this actor; the only blocking call it makes is the fsync.
+public actor RaftRuntime: Service {
+    public nonisolated let id: NodeID
+    public nonisolated let configuration: RuntimeConfiguration
+    let logger: Logger
+    let stateMachine: any StateMachine
+    let group: any EventLoopGroup
+    let transport: PeerTransport
+    let transportEvents: AsyncStream<TransportEvent>
+    let wakeups: AsyncStream<Void>
+    let wakeupContinuation: AsyncStream<Void>.Continuation
+
+    var storage: DiskStorage?
+    var raft: RaftNode<DiskStorage>?
+    var appliedIndex: UInt64 = 0
+    /// Replicated peer addresses (carried in snapshots, updated by membership entries).
+    var registry: [NodeID: PeerAddress] = [:]
+    var stopped = false
+    var started = false
+    var nextRequest: UInt64 = 1
+    var tickCount: UInt64 = 0
+
+    struct Waiter {
+        var continuation: CheckedContinuation<AppliedResult, any Error>
+        var deadlineTick: UInt64
+        /// Set once the leader assigned the entry a place in its log.
+        var index: UInt64 = 0
+        var term: UInt64 = 0
+    }
+
+    var proposals: [UInt64: Waiter] = [:]
+    /// Membership changes, keyed by their log index.
+    var membershipChanges: [UInt64: Waiter] = [:]
+    var reads: [UInt64: (continuation: CheckedContinuation<Void, any Error>, deadlineTick: UInt64)] = [:]
+    /// Read indexes granted and waiting for the state machine to reach them.
+    var readsAwaitingApply: [ReadState] = []
+    var transfers: [(target: NodeID, continuation: CheckedContinuation<Void, any Error>, deadlineTick: UInt64)] = []
+
+    public init(configuration: RuntimeConfiguration, stateMachine: any StateMachine, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
+        id = configuration.id
+        self.configuration = configuration
+        self.stateMachine = stateMachine
+        self.group = group
+        self.logger = logger
+        let (events, eventContinuation) = AsyncStream<TransportEvent>.makeStream(bufferingPolicy: .bufferingOldest(configuration.inboundQueueMax))
+        transportEvents = events
+        transport = PeerTransport(id: configuration.id, group: group, limits: configuration.transport, logger: logger) { event in
+            eventContinuation.yield(event)
+        }
+        (wakeups, wakeupContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    // MARK: Service
+
+    /// Opens the log, starts listening and runs the loop until cancelled or shut down gracefully.
+    public func run() async throws {
+        try start()
+        let port = try await transport.listen(host: configuration.listen.host, port: configuration.listen.port)
+        logger.info("raft member started", metadata: ["id": "\(id)", "peer-port": "\(port)", "term": "\(raft?.term ?? 0)", "applied": "\(appliedIndex)"])
+        defer { wakeupContinuation.finish() }
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { try await self.runTicker() }
+                    group.addTask {
+                        for await event in self.transportEvents { await self.handle(event) }
+                    }
+                    group.addTask {
+                        for await _ in self.wakeups {
+                            try Task.checkCancellation()
+                            try await self.processReady()
+                        }
+                    }
+                }
+            }
+        } catch is CancellationError {
+            // Graceful shutdown.
+        } catch {
+            logger.error("raft member failed: \(error)")
+            await shutdown()
+            throw error
+        }
+        await shutdown()
+    }
+
+    private func runTicker() async throws {
+        let interval = Duration.milliseconds(configuration.heartbeatIntervalMs)
+        var next = ContinuousClock.now + interval
+        while !Task.isCancelled {
+            try await Task.sleep(until: next, clock: .continuous)
+            next += interval
+            tick()
+        }
+    }
+
+    private func shutdown() async {
+        guard !stopped else { return }
+        stopped = true
+        failAll(RuntimeError.stopped)
+        await transport.shutdown()
+        storage?.close()
+        raft = nil
+        storage = nil
+    }
+
+    private func failAll(_ error: any Error) {
+        for waiter in proposals.values { waiter.continuation.resume(throwing: error) }
+        for waiter in membershipChanges.values { waiter.continuation.resume(throwing: error) }
+        for read in reads.values { read.continuation.resume(throwing: error) }
+        for transfer in transfers { transfer.continuation.resume(throwing: error) }
+        proposals = [:]
+        membershipChanges = [:]
+        reads = [:]
+        readsAwaitingApply = []
+        transfers = []
+    }
+
+    // MARK: Start-up
+
+    private func start() throws {
+        guard !started else { return }
+        started = true
+        try configuration.validate()
+        let bootstrap = configuration.bootstrap ? Membership(voters: Array(configuration.peers.keys)) : Membership()
+        let storage = try DiskStorage.open(directory: configuration.dataDirectory, bootstrap: bootstrap)
+        self.storage = storage
+        registry = configuration.peers
+        let snapshot = try storage.snapshot()
+        var smIndex = stateMachine.durableAppliedIndex
+        if !snapshot.isEmpty {
+            let (snapshotRegistry, data) = try RuntimeSnapshot.decode(snapshot.data)
+            registry.merge(snapshotRegistry) { _, fromSnapshot in fromSnapshot }
+            if smIndex < snapshot.metadata.index {
+                try stateMachine.restore(data, index: snapshot.metadata.index)
+                smIndex = snapshot.metadata.index
+            }
+        }
+        // Addresses carried by membership entries still in the log.
+        let first = storage.firstIndex()
+        let last = storage.lastIndex()
+        if first <= last {
+            for entry in try storage.entries(from: first, to: last + 1, maxBytes: Int.max) where entry.kind == .membershipChange {
+                if let change = MembershipChange.decode(entry.data) { learnAddress(change) }
+            }
+        }
+        var core = configuration.raft
+        core.id = id
+        core.electionTimeoutTicks = configuration.electionTimeoutTicks
+        core.heartbeatIntervalTicks = 1
+        core.appliedIndex = smIndex
+        core.randomSeed = UInt64.random(in: .min ... .max)
+        raft = try RaftNode(configuration: core, storage: storage)
+        appliedIndex = raft!.appliedIndex
+        for (node, address) in registry { transport.setPeer(node, host: address.host, port: address.port) }
+    }
+
+    private func learnAddress(_ change: MembershipChange) {
+        guard change.kind == .addLearner || change.kind == .addVoter,
+              let address = PeerAddress(String(decoding: change.context, as: UTF8.self))
+        else { return }
+        registry[change.node] = address
+        transport.setPeer(change.node, host: address.host, port: address.port)
+    }
+
+    // MARK: Inputs
+
+    private func signal() {
+        wakeupContinuation.yield()
+    }
+
+    private func tick() {
+        guard let raft else { return }
+        tickCount += 1
+        raft.tick()
+        expireRequests()
+        signal()
+    }
+
+    private func handle(_ event: TransportEvent) {
+        guard let raft else { return }
+        switch event {
+        case .message(let message):
+            guard message.to == id else { return }
+            raft.step(message)
+        case .unreachable(let node):
+            raft.reportUnreachable(node)
+        case .snapshotStatus(let node, let succeeded):
+            raft.reportSnapshot(to: node, succeeded: succeeded)
+        }
+        signal()
+    }
+
+    private var deadline: UInt64 {
+        tickCount + UInt64(max(1, configuration.requestTimeoutMs / configuration.heartbeatIntervalMs))
+    }
+
+    private func checkAccepting() throws {
+        guard !stopped, raft != nil else { throw RuntimeError.stopped }
+        let pending = proposals.count + membershipChanges.count + reads.count + transfers.count
+        if pending >= configuration.pendingRequestsMax {
+            throw RuntimeError.overloaded(reason: "\(pending) requests pending (limit \(configuration.pendingRequestsMax))")
+        }
+    }
+
+    /// Replicates `data` and returns once it is applied on this node (forwarded to the leader
+    /// when this node follows).
+    public func propose(_ data: [UInt8]) async throws -> AppliedResult {
+        try checkAccepting()
+        guard data.count <= configuration.proposalBytesMax else { throw RuntimeError.tooLarge(bytes: data.count, limit: configuration.proposalBytesMax) }
+        let request = nextRequest
+        nextRequest += 1
+        let outcome: ProposalOutcome
+        do {
+            outcome = try raft!.propose(CommandEnvelope.encode(proposer: id, request: request, payload: data))
+        } catch {
+            throw RuntimeError(error)
+        }
+        signal()
+        let deadline = self.deadline
+        return try await withCheckedThrowingContinuation { continuation in
+            var waiter = Waiter(continuation: continuation, deadlineTick: deadline)
+            if case .appended(let index, let term) = outcome {
+                waiter.index = index
+                waiter.term = term
+            }
+            proposals[request] = waiter
+        }
+    }
+
+    /// Returns once this node's state machine has applied everything committed before the call
+    /// began (ReadIndex, thesis 6.4): a read served after it is linearizable.
+    public func readBarrier() async throws {
+        try checkAccepting()
+        let request = nextRequest
+        nextRequest += 1
+        do {
+            try raft!.readIndex(context: request)
+        } catch {
+            throw RuntimeError(error)
+        }
+        signal()
+        let deadline = self.deadline
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            reads[request] = (continuation, deadline)
+        }
+    }
+
+    /// Adds `node` (reachable at `address`) as a learner. Leader only.
+    public func addLearner(_ node: NodeID, address: PeerAddress) async throws {
+        try await changeMembership(MembershipChange(.addLearner, node: node, context: Array(address.description.utf8)))
+    }
+
+    public func promote(_ node: NodeID) async throws {
+        try await changeMembership(MembershipChange(.promoteLearner, node: node))
+    }
+
+    public func remove(_ node: NodeID) async throws {
+        try await changeMembership(MembershipChange(.removeNode, node: node))
+    }
+
+    private func changeMembership(_ change: MembershipChange) async throws {
+        try checkAccepting()
+        let outcome: ProposalOutcome
+        do {
+            outcome = try raft!.proposeMembershipChange(change)
+        } catch {
+            throw RuntimeError(error)
+        }
+        guard case .appended(let index, let term) = outcome else { throw RuntimeError.noLeader }
+        learnAddress(change)
+        signal()
+        let deadline = self.deadline
+        _ = try await withCheckedThrowingContinuation { continuation in
+            membershipChanges[index] = Waiter(continuation: continuation, deadlineTick: deadline, index: index, term: term)
+        }
+    }
+
+    /// Hands leadership to `target` and returns once it leads (or times out).
+    public func transferLeadership(to target: NodeID) async throws {
+        try checkAccepting()
+        do {
+            try raft!.transferLeadership(to: target)
+        } catch {
+            throw RuntimeError(error)
+        }
+        signal()
+        let deadline = self.deadline
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            transfers.append((target, continuation, deadline))
+        }
+    }
+
+    /// The node's Raft state and, on the leader, every member's replication progress.
+    public func status() throws -> Status {
+        guard let raft else { throw RuntimeError.stopped }
+        var status = raft.status()
+        status.appliedIndex = appliedIndex
+        return status
+    }
+
+    /// Known peer addresses (replicated through membership entries and snapshots).
+    public func peerAddresses() -> [NodeID: PeerAddress] { registry }
+
+    private func expireRequests() {
+        let now = tickCount
+        for (request, waiter) in proposals where waiter.deadlineTick <= now {
+            proposals[request] = nil
+            waiter.continuation.resume(throwing: RuntimeError.timedOut)
+        }
+        for (index, waiter) in membershipChanges where waiter.deadlineTick <= now {
+            membershipChanges[index] = nil
+            waiter.continuation.resume(throwing: RuntimeError.timedOut)
+        }
+        for (request, read) in reads where read.deadlineTick <= now {
+            reads[request] = nil
+            read.continuation.resume(throwing: RuntimeError.timedOut)
+        }
+        transfers.removeAll { transfer in
+            guard transfer.deadlineTick <= now else { return false }
+            transfer.continuation.resume(throwing: RuntimeError.timedOut)
+            return true
+        }
+    }
+
+    // MARK: The loop
+
+    private func processReady() throws {
+        guard let raft, let storage else { return }
+        var rounds = 0
+        while raft.hasReady() && rounds < 1_000 {
+            rounds += 1
+            let ready = raft.ready()
+            // The leader's appends go out while it writes to its own disk (thesis 10.2.1).
+            transport.send(ready.messages)
+            if let snapshot = ready.snapshot { try storage.applySnapshot(snapshot) }
+            try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
+            for entry in ready.entries where entry.kind == .membershipChange {
+                if let change = MembershipChange.decode(entry.data) { learnAddress(change) }
+            }
+            transport.send(ready.messagesAfterPersist)
+            if let snapshot = ready.snapshot { try restore(snapshot) }
+            try apply(ready.committedEntries)
+            readsAwaitingApply += ready.readStates
+            answerReads()
+            if let soft = ready.softState { leadershipChanged(soft) }
+            raft.advance(ready)
+            try maybeSnapshot()
+        }
+    }
+
+    private func restore(_ snapshot: Snapshot) throws {
+        let (snapshotRegistry, data) = try RuntimeSnapshot.decode(snapshot.data)
+        try stateMachine.restore(data, index: snapshot.metadata.index)
+        for (node, address) in snapshotRegistry {
+            registry[node] = address
+            transport.setPeer(node, host: address.host, port: address.port)
+        }
+        appliedIndex = snapshot.metadata.index
+        logger.info("restored snapshot", metadata: ["index": "\(snapshot.metadata.index)", "term": "\(snapshot.metadata.term)"])
+    }
+
+    private func apply(_ entries: [Entry]) throws {
+        guard !entries.isEmpty else { return }
+        var commands: [AppliedCommand] = []
+        var requests: [(proposer: NodeID, request: UInt64)] = []
+        for entry in entries {
+            switch entry.kind {
+            case .membershipChange:
+                if let change = MembershipChange.decode(entry.data) {
+                    learnAddress(change)
+                    if change.kind == .removeNode && change.node != id {
+                        registry[change.node] = nil
+                        transport.removePeer(change.node)
+                    }
+                }
+                if let waiter = membershipChanges.removeValue(forKey: entry.index) {
+                    if waiter.term == entry.term {
+                        waiter.continuation.resume(returning: AppliedResult(index: entry.index, term: entry.term, response: []))
+                    } else {
+                        waiter.continuation.resume(throwing: RuntimeError.proposalDropped)
+                    }
+                }
+            case .normal:
+                guard let envelope = CommandEnvelope.decode(entry.data) else { continue }
+                commands.append(AppliedCommand(index: entry.index, term: entry.term, data: envelope.payload))
+                requests.append((envelope.proposer, envelope.request))
+            }
+        }
+        let responses = commands.isEmpty ? [] : try stateMachine.apply(commands)
+        precondition(responses.count == commands.count, "the state machine returned \(responses.count) responses for \(commands.count) commands")
+        for (position, command) in commands.enumerated() where requests[position].proposer == id {
+            if let waiter = proposals.removeValue(forKey: requests[position].request) {
+                waiter.continuation.resume(returning: AppliedResult(index: command.index, term: command.term, response: responses[position]))
+            }
+        }
+        appliedIndex = entries[entries.count - 1].index
+        // A proposal whose index was taken by another leader's entry will never apply.
+        for (request, waiter) in proposals where waiter.index != 0 && waiter.index <= appliedIndex {
+            proposals[request] = nil
+            waiter.continuation.resume(throwing: RuntimeError.proposalDropped)
+        }
+    }
+
+    private func answerReads() {
+        guard !readsAwaitingApply.isEmpty else { return }
+        var waiting: [ReadState] = []
+        for read in readsAwaitingApply {
+            if read.index > appliedIndex {
+                waiting.append(read)
+            } else if let request = reads.removeValue(forKey: read.context) {
+                request.continuation.resume()
+            }
+        }
+        readsAwaitingApply = waiting
+    }
+
+    private func leadershipChanged(_ soft: SoftState) {
+        logger.info("leadership", metadata: ["leader": "\(soft.leader)", "role": "\(soft.role.rawValue)", "term": "\(raft?.term ?? 0)"])
+        transfers.removeAll { transfer in
+            guard soft.leader == transfer.target else { return false }
+            transfer.continuation.resume()
+            return true
+        }
+        // Reads granted by a former leader stay valid; requests not yet granted will time out.
+    }
+
+    private func maybeSnapshot() throws {
+        guard let raft, let storage else { return }
+        let snapshotIndex = try storage.snapshot().metadata.index
+        guard appliedIndex >= snapshotIndex + configuration.snapshotIntervalEntries,
+              let membership = raft.membership(at: appliedIndex)
+        else { return }
+        let data = RuntimeSnapshot.encode(registry: registry, stateMachine: try stateMachine.snapshot())
+        try storage.createSnapshot(index: appliedIndex, membership: membership, data: data)
+        if appliedIndex > configuration.compactionMarginEntries {
+            let compactTo = appliedIndex - configuration.compactionMarginEntries
+            if compactTo >= storage.firstIndex() { try storage.compact(upTo: compactTo) }
+        }
+        logger.debug("snapshot", metadata: ["index": "\(appliedIndex)"])
+    }
+}
+
+/// How a proposal travels in an entry: who proposed it, under which request number, and the
+/// caller's bytes. The proposer's runtime answers its caller when the entry is applied.
+enum CommandEnvelope {
+    static let marker: UInt8 = 0xC1
+
+    static func encode(proposer: NodeID, request: UInt64, payload: [UInt8]) -> [UInt8] {
+        var bytes: [UInt8] = [marker]
+        bytes.reserveCapacity(17 + payload.count)
+        for value in [proposer, request] {
+            for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+        }
+        bytes += payload
+        return bytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> (proposer: NodeID, request: UInt64, payload: [UInt8])? {
+        guard bytes.count >= 17, bytes[0] == marker else { return nil }
+        func read(_ offset: Int) -> UInt64 {
+            (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[offset + $1]) << UInt64($1 * 8) }
+        }
+        return (read(1), read(9), Array(bytes[17...]))
+    }
+}
+
+/// A Raft snapshot's payload: the replicated peer addresses, then the state machine's bytes.
+enum RuntimeSnapshot {
+    struct DecodingError: Error, CustomStringConvertible {
+        var description: String { "malformed runtime snapshot" }
+    }
+
+    static func encode(registry: [NodeID: PeerAddress], stateMachine data: [UInt8]) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt32(registry.count), endianness: .little)
+        for (node, address) in registry.sorted(by: { $0.key < $1.key }) {
+            buffer.writeInteger(node, endianness: .little)
+            let text = Array(address.description.utf8)
+            buffer.writeInteger(UInt16(text.count), endianness: .little)
+            buffer.writeBytes(text)
+        }
+        buffer.writeBytes(data)
+        return Array(buffer.readableBytesView)
+    }
+
+    static func decode(_ bytes: [UInt8]) throws -> (registry: [NodeID: PeerAddress], data: [UInt8]) {
+        var buffer = ByteBuffer(bytes: bytes)
+        guard let count = buffer.readInteger(endianness: .little, as: UInt32.self), count <= 4096 else { throw DecodingError() }
+        var registry: [NodeID: PeerAddress] = [:]
+        for _ in 0..<count {
+            guard let node = buffer.readInteger(endianness: .little, as: UInt64.self),
+                  let length = buffer.readInteger(endianness: .little, as: UInt16.self),
+                  let text = buffer.readString(length: Int(length)),
+                  let address = PeerAddress(text)
+            else { throw DecodingError() }
+            registry[node] = address
+        }
+        return (registry, Array(buffer.readableBytesView))
+    }
+}

@@ -1,0 +1,92 @@
+import Raft
+
+/// A command the state machine applies: the payload a caller proposed, at its place in the log.
+public struct AppliedCommand: Sendable, Hashable {
+    public var index: UInt64
+    public var term: UInt64
+    public var data: [UInt8]
+}
+
+/// What a caller of ``RaftRuntime/propose(_:)`` gets back once its command is applied locally.
+public struct AppliedResult: Sendable, Hashable {
+    public var index: UInt64
+    public var term: UInt64
+    /// What the state machine returned for the command.
+    public var response: [UInt8]
+}
+
+/// The replicated state machine that a ``RaftRuntime`` drives.
+///
+/// `apply` must be deterministic: every replica that applies the same commands in the same order
+/// ends with the same state and returns the same responses. The runtime calls every method from
+/// its own actor only, one call at a time.
+public protocol StateMachine: AnyObject, Sendable {
+    /// Applies committed commands in log order; returns one response per command.
+    func apply(_ commands: [AppliedCommand]) throws -> [[UInt8]]
+    /// The state after the last applied command, for a Raft snapshot.
+    func snapshot() throws -> [UInt8]
+    /// Replaces the whole state with a snapshot taken at `index`.
+    func restore(_ data: [UInt8], index: UInt64) throws
+    /// The highest index whose effects the state machine has made durable on its own (0 if it
+    /// keeps nothing on disk). On restart the runtime replays the log from the next index.
+    var durableAppliedIndex: UInt64 { get }
+}
+
+/// Why a runtime request failed. Each names its cause so that a caller can act on it.
+public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
+    case noLeader
+    case notLeader(leader: NodeID)
+    case notMember
+    case timedOut
+    case stopped
+    case tooLarge(bytes: Int, limit: Int)
+    case overloaded(reason: String)
+    /// The entry was replaced by another leader's before it committed; it will never apply.
+    case proposalDropped
+    case rejected(String)
+
+    public var description: String {
+        switch self {
+        case .noLeader: "no leader"
+        case .notLeader(let leader): "not leader, leader is \(leader)"
+        case .notMember: "this node is not a member of the cluster"
+        case .timedOut: "timed out (the outcome is unknown)"
+        case .stopped: "the Raft runtime is stopped"
+        case .tooLarge(let bytes, let limit): "request of \(bytes) bytes is larger than the limit of \(limit)"
+        case .overloaded(let reason): "too many requests: \(reason)"
+        case .proposalDropped: "proposal dropped: leadership changed before it committed"
+        case .rejected(let reason): reason
+        }
+    }
+
+    init(_ error: ProposalError) {
+        switch error {
+        case .notLeader(let leader): self = .notLeader(leader: leader)
+        case .noLeader: self = .noLeader
+        case .entryTooLarge(let bytes, let limit): self = .tooLarge(bytes: bytes, limit: limit)
+        case .uncommittedBytesExceeded, .tooManyPendingReads: self = .overloaded(reason: error.description)
+        default: self = .rejected(error.description)
+        }
+    }
+}
+
+/// A peer's address, `host:port`.
+public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`; nil when malformed.
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        let host = String(text[..<colon])
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { "\(host):\(port)" }
+}
