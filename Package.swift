@@ -36,6 +36,14 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Real raftkube processes on loopback, for end-to-end tests and benchmarks.
+        .target(
+            name: "ClusterHarness",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "raftsim",
             dependencies: [
@@ -49,6 +57,7 @@ let package = Package(
                 "Raft",
                 "RaftRuntime",
                 "RaftSimulation",
+                "ClusterHarness",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -63,6 +72,7 @@ let package = Package(
             dependencies: [
                 "Raft",
                 "RaftRuntime",
+                "ClusterHarness",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -12,10 +12,10 @@ struct RaftKube: AsyncParsableCommand {
         subcommands: [Bench.self, RaftNodeCommand.self])
 }
 
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rerunnable benchmarks; figures go in docs/benchmarks.md.",
-        subcommands: [RaftCore.self, RaftSimulator.self])
+        subcommands: [RaftCore.self, RaftSimulator.self, RaftRuntime.self])
 }
 
 extension Bench {

@@ -135,19 +135,24 @@ struct LineClientServer: Service {
     func run() async throws {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: "127.0.0.1", port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
-        try await cancelWhenGracefulShutdown {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { connections in
-                    for try await connection in connections {
-                        group.addTask { await self.serve(connection) }
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await withThrowingDiscardingTaskGroup { group in
+                    try await server.executeThenClose { connections in
+                        for try await connection in connections {
+                            group.addTask { await self.serve(connection) }
+                        }
                     }
                 }
             }
+        } catch is CancellationError {
+            // Graceful shutdown: stop accepting clients.
         }
     }
 
@@ -182,6 +187,8 @@ struct LineClientServer: Service {
             case "GET":
                 try await runtime.readBarrier()
                 return "LIST " + list.values.map { String(decoding: $0, as: UTF8.self) }.joined(separator: ",")
+            case "PING":
+                return "PONG"
             case "DUMP":
                 return "LIST " + list.values.map { String(decoding: $0, as: UTF8.self) }.joined(separator: ",")
             case "STATUS":

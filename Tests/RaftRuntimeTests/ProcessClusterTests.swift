@@ -1,3 +1,4 @@
+import ClusterHarness
 import Foundation
 import Testing
 
@@ -208,6 +209,46 @@ struct ProcessClusterTests {
         let elapsed = ContinuousClock.now - started
         #expect(acknowledged == 200)
         #expect(elapsed < .seconds(20), "200 writes took \(elapsed) with one member down")
+    }
+}
+
+extension ProcessClusterTests {
+    @Test("A frozen (very slow) member does not stall commits, and catches up when it thaws")
+    func slowMemberDoesNotStallCommits() async throws {
+        let cluster = try ProcessCluster(name: "slow")
+        defer { cluster.tearDown() }
+        try cluster.bootstrap([1, 2, 3])
+        let leader = try #require(await cluster.waitForLeader())
+        let follower: UInt64 = leader == 3 ? 2 : 3
+        cluster.pause(follower)
+        var acknowledged: [String] = []
+        let started = ContinuousClock.now
+        for value in 0..<300 {
+            // Values of 2 KiB fill the frozen member's socket buffers quickly.
+            let padded = "s\(value)-" + String(repeating: "p", count: 2_000)
+            if let reply = await cluster.request(leader, "PUT \(padded)"), reply.hasPrefix("OK") { acknowledged.append(padded) }
+        }
+        #expect(acknowledged.count == 300)
+        #expect(ContinuousClock.now - started < .seconds(30))
+        cluster.resume(follower)
+        let lists = await Self.converge(cluster, ids: [1, 2, 3], acknowledged: acknowledged)
+        #expect(lists[follower]?.count == 300)
+    }
+
+    @Test("SIGTERM shuts a member down gracefully; it restarts as the same member with its data")
+    func gracefulShutdownAndRestart() async throws {
+        let cluster = try ProcessCluster(name: "term")
+        defer { cluster.tearDown() }
+        try cluster.bootstrap([1, 2, 3])
+        let leader = try #require(await cluster.waitForLeader())
+        for value in 0..<20 { _ = await cluster.request(leader, "PUT t\(value)") }
+        let exitStatus = await cluster.terminate(2)
+        #expect(exitStatus == 0)
+        try cluster.start(2)
+        let expected = (0..<20).map { "t\($0)" }
+        let lists = await Self.converge(cluster, ids: [1, 2, 3], acknowledged: expected)
+        #expect(lists[2] == expected)
+        #expect(await cluster.status(2)?["id"] == "2")
     }
 }
 
