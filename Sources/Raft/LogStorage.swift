@@ -68,15 +68,7 @@ public final class MemoryStorage: LogStorage {
         if low <= offset { throw .compacted }
         if high > lastIndex() + 1 { throw .unavailable }
         precondition(low <= high, "entries(from: \(low), to: \(high)): low above high")
-        var result: [Entry] = []
-        var bytes = 0
-        for position in Int(low - offset)..<Int(high - offset) {
-            let entry = state.entries[position]
-            if !result.isEmpty && bytes + entry.byteCount > maxBytes { break }
-            bytes += entry.byteCount
-            result.append(entry)
-        }
-        return result
+        return Entry.prefix(of: state.entries[Int(low - offset)..<Int(high - offset)], maxBytes: maxBytes)
     }
 
     public func snapshot() throws(StorageError) -> Snapshot { state.snapshot }

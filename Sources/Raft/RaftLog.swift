@@ -183,12 +183,8 @@ struct RaftLog<Storage: LogStorage> {
             if UInt64(result.count) < min(high, unstable.offset) - low { return result }
         }
         if high > unstable.offset {
-            var bytes = result.reduce(0) { $0 + $1.byteCount }
-            for entry in unstable.slice(from: max(low, unstable.offset), to: high) {
-                if !result.isEmpty && bytes + entry.byteCount > maxBytes { break }
-                bytes += entry.byteCount
-                result.append(entry)
-            }
+            let unstableEntries = unstable.slice(from: max(low, unstable.offset), to: high)
+            result += Entry.prefix(of: unstableEntries, maxBytes: maxBytes, alreadyBytes: result.reduce(0) { $0 + $1.byteCount }, alreadyCount: result.count)
         }
         return result
     }

@@ -32,6 +32,19 @@ public struct Entry: Sendable, Hashable {
 
     /// The allowance for an entry's term, index and kind when counting bytes.
     public static let headerBytes = 24
+
+    /// The longest prefix of `entries` whose ``byteCount``s add up to at most `maxBytes`, but
+    /// always at least one entry: the size rule of every read of the log.
+    public static func prefix<Entries: Collection<Entry>>(of entries: Entries, maxBytes: Int, alreadyBytes: Int = 0, alreadyCount: Int = 0) -> [Entry] {
+        var result: [Entry] = []
+        var bytes = alreadyBytes
+        for entry in entries {
+            if alreadyCount + result.count > 0 && bytes + entry.byteCount > maxBytes { break }
+            bytes += entry.byteCount
+            result.append(entry)
+        }
+        return result
+    }
 }
 
 /// The state every node must make durable before it sends the messages that depend on it.

@@ -89,8 +89,15 @@ public struct CoreBenchmark {
             try compact()
         }
         let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         for id in voters { precondition(applied[id] == target, "node \(id) applied \(applied[id] ?? 0), expected \(target)") }
         return Result(entries: entries, proposalsPerRound: proposalsPerRound, seconds: seconds, messages: messages)
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a floating-point number (for rates in benchmark reports).
+    public var inSeconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

@@ -82,7 +82,7 @@ extension Bench {
                 if result.violation != nil { violations += 1 }
             }
             let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.inSeconds
             print("seeds=\(seeds) nodes=\(nodes) ticks=\(ticks) steps=\(steps) seconds=\((seconds * 100).rounded() / 100) ticks-per-second=\(Int(Double(ticks) / seconds)) steps-per-second=\(Int(Double(steps) / seconds)) seeds-per-second=\((Double(seeds) / seconds * 10).rounded() / 10) violations=\(violations)")
             if violations > 0 { throw ExitCode(1) }
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterHarness
 import Foundation
 import Glibc
+import RaftSimulation
 
 extension Bench {
     /// Three `raft-node` processes on loopback with real fsync: committed proposals per second and
@@ -100,7 +101,7 @@ extension Bench {
         }
 
         static func milliseconds(_ duration: Duration) -> Double {
-            Double(duration.components.seconds) * 1_000 + Double(duration.components.attoseconds) / 1e15
+            duration.inSeconds * 1_000
         }
 
         static func percentile(_ sorted: [Double], _ fraction: Double) -> Double {

@@ -74,7 +74,7 @@ struct RaftSim: ParsableCommand {
             }
         }
         let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         print("seeds=\(seedList.count) nodes=\(nodes) steps=\(totals.steps) ticks=\(totals.ticks) writes=\(totals.writesAcknowledged) reads=\(totals.readsCompleted) crashes=\(totals.crashes) membership-changes=\(totals.membershipChanges) elections=\(totals.leaderElections) snapshots-sent=\(totals.snapshotsSent) seconds=\((seconds * 100).rounded() / 100) violations=\(violations)")
         if violations > 0 { throw ExitCode(1) }
     }
