@@ -90,3 +90,6 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(host):\(port)" }
 }
+
+/// ``RuntimeError`` under a name that does not collide with GRPCCore's `RuntimeError`.
+public typealias RaftRuntimeError = RuntimeError

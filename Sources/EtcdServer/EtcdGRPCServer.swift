@@ -1,0 +1,27 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import ServiceLifecycle
+
+/// The etcd v3 gRPC endpoint of a store member, as a `Service`.
+public struct EtcdGRPCServer: Service {
+    let member: StoreMember
+    let host: String
+    let port: Int
+
+    public init(member: StoreMember, host: String, port: Int) {
+        self.member = member
+        self.host = host
+        self.port = port
+    }
+
+    public func run() async throws {
+        let server = GRPCServer(
+            transport: .http2NIOPosix(address: .ipv4(host: host, port: port), transportSecurity: .plaintext),
+            services: [KVService(member: member), MaintenanceService(member: member), ClusterService(member: member)])
+        try await withGracefulShutdownHandler {
+            try await server.serve()
+        } onGracefulShutdown: {
+            server.beginGracefulShutdown()
+        }
+    }
+}

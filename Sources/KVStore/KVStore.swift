@@ -1,0 +1,294 @@
+import CSQLite
+
+/// Failures of the store itself, as opposed to requests etcd would refuse (``KVError``).
+public enum KVStoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// `apply` was given an index at or below the one already applied: the caller replays wrongly.
+    case indexNotIncreasing(index: UInt64, appliedIndex: UInt64)
+    case invalidSnapshot(String)
+    case unsupportedSchema(Int64)
+
+    public var description: String {
+        switch self {
+        case .indexNotIncreasing(let index, let appliedIndex):
+            "entry index \(index) is not above the applied index \(appliedIndex)"
+        case .invalidSnapshot(let reason): "invalid snapshot: \(reason)"
+        case .unsupportedSchema(let version): "unsupported store schema version \(version)"
+        }
+    }
+}
+
+/// The replicated state machine: an etcd v3 MVCC keyspace kept in SQLite.
+///
+/// Every write request increments the store revision by exactly one (a txn's writes share it,
+/// ordered by sub-revision); a request that writes nothing leaves it alone. All versions of a key
+/// are kept until compacted, so reads at older revisions work. `apply` is deterministic: the same
+/// requests in the same order give every replica the same rows, the same responses and the same
+/// ``hashKV(revision:)``. No clock and no randomness are read here: lease expiry arrives as a
+/// ``LeaseExpireRequest`` decided by the leader.
+///
+/// Durability: each `apply` batch is one SQLite transaction that also records the last Raft index
+/// applied. The database runs in WAL mode with `synchronous=NORMAL`, so a power cut may lose the
+/// last batches but never tears one; the Raft log, which is fsynced, replays from
+/// ``appliedIndex`` + 1.
+///
+/// Not `Sendable`: one actor owns a store and calls it one method at a time.
+public final class KVStore {
+    /// The revision, compact revision and applied index, mirrored from the `meta` table.
+    struct State: Hashable {
+        /// Invariant: `compactRevision <= currentRevision`, and `currentRevision >= 1`.
+        var currentRevision: Int64 = 1
+        var compactRevision: Int64 = 0
+        var appliedIndex: UInt64 = 0
+    }
+
+    static let schemaVersion: Int64 = 1
+
+    let path: String
+    public let limits: KVLimits
+    var database: SQLiteDatabase
+    var state = State()
+    /// Events produced by the request being applied; moved to `lastAppliedEvents` at commit.
+    var pendingEvents: [WatchEvent] = []
+
+    /// The events the last successful ``apply(_:)`` produced, in revision order, for the watch hub.
+    public private(set) var lastAppliedEvents: [WatchEvent] = []
+
+    /// The last Raft index whose effects are in the database.
+    public var appliedIndex: UInt64 { state.appliedIndex }
+    /// The store revision: 1 for an empty store, +1 per write request.
+    public var currentRevision: Int64 { state.currentRevision }
+    /// Reads below this revision fail with ``KVError/compacted``; 0 before the first compaction.
+    public var compactRevision: Int64 { state.compactRevision }
+
+    private init(path: String, limits: KVLimits, database: SQLiteDatabase) {
+        self.path = path
+        self.limits = limits
+        self.database = database
+    }
+
+    /// Opens (creating if needed) the store in the SQLite file at `path`.
+    public static func open(path: String, limits: KVLimits = .default) throws -> KVStore {
+        if let problem = limits.validate() {
+            preconditionFailure("invalid KVLimits: \(problem)")
+        }
+        let database = try SQLiteDatabase(path: path)
+        let store = KVStore(path: path, limits: limits, database: database)
+        try store.configureConnection()
+        try store.createSchemaIfNeeded()
+        try store.loadState()
+        return store
+    }
+
+    /// Closes the database; the store must not be used afterwards.
+    public func close() {
+        database.close()
+    }
+
+    func configureConnection() throws {
+        // WAL lets reads go on while a batch is written; NORMAL skips the per-commit fsync,
+        // which is safe because the Raft log is fsynced and replays what a crash loses.
+        try database.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;")
+    }
+
+    func createSchemaIfNeeded() throws {
+        try database.execute("""
+            BEGIN IMMEDIATE;
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS kv (
+                key BLOB NOT NULL,
+                revision INTEGER NOT NULL,
+                sub INTEGER NOT NULL,
+                tombstone INTEGER NOT NULL,
+                create_revision INTEGER NOT NULL,
+                version INTEGER NOT NULL,
+                value BLOB NOT NULL,
+                lease INTEGER NOT NULL,
+                PRIMARY KEY (key, revision DESC, sub DESC)
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS kv_by_revision ON kv (revision, sub);
+            CREATE TABLE IF NOT EXISTS leases (
+                id INTEGER PRIMARY KEY,
+                ttl INTEGER NOT NULL,
+                remaining_ttl INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS lease_keys (
+                lease INTEGER NOT NULL,
+                key BLOB NOT NULL,
+                PRIMARY KEY (lease, key)
+            ) WITHOUT ROWID;
+            INSERT OR IGNORE INTO meta (name, value) VALUES
+                ('schema_version', \(KVStore.schemaVersion)),
+                ('current_revision', 1),
+                ('compact_revision', 0),
+                ('applied_index', 0);
+            COMMIT;
+            """)
+    }
+
+    func loadState() throws {
+        let statement = try database.statement("SELECT name, value FROM meta")
+        defer { statement.reset() }
+        var values: [String: Int64] = [:]
+        while try statement.step() {
+            values[String(decoding: statement.bytes(0), as: UTF8.self)] = statement.int64(1)
+        }
+        let schema = values["schema_version"] ?? -1
+        guard schema == KVStore.schemaVersion else { throw KVStoreError.unsupportedSchema(schema) }
+        state = State(
+            currentRevision: values["current_revision"] ?? 1,
+            compactRevision: values["compact_revision"] ?? 0,
+            appliedIndex: UInt64(bitPattern: values["applied_index"] ?? 0)
+        )
+        precondition(state.currentRevision >= 1 && state.compactRevision <= state.currentRevision,
+                     "meta table violates revision invariants: \(state)")
+    }
+
+    func saveState() throws {
+        let statement = try database.statement("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
+        for (name, value) in [
+            ("current_revision", state.currentRevision),
+            ("compact_revision", state.compactRevision),
+            ("applied_index", Int64(bitPattern: state.appliedIndex)),
+        ] {
+            try statement.bind(1, name)
+            try statement.bind(2, value)
+            try statement.run()
+        }
+    }
+
+    // MARK: - Apply
+
+    /// Applies committed Raft entries in order, in one SQLite transaction that also records the
+    /// last index. Returns one response per request; etcd's refusals are `.error` values that
+    /// change nothing. Throws only when SQLite fails, and then nothing of the batch is kept.
+    public func apply(_ batch: [(index: UInt64, request: KVRequest)]) throws -> [KVResponse] {
+        guard !batch.isEmpty else { return [] }
+        let saved = state
+        pendingEvents = []
+        try database.execute("BEGIN IMMEDIATE")
+        do {
+            var responses: [KVResponse] = []
+            responses.reserveCapacity(batch.count)
+            for (index, request) in batch {
+                guard index > state.appliedIndex else {
+                    throw KVStoreError.indexNotIncreasing(index: index, appliedIndex: state.appliedIndex)
+                }
+                responses.append(try applyOne(request, index: index))
+                state.appliedIndex = index
+            }
+            try saveState()
+            try database.execute("COMMIT")
+            lastAppliedEvents = pendingEvents
+            pendingEvents = []
+            return responses
+        } catch {
+            try? database.execute("ROLLBACK")
+            state = saved
+            pendingEvents = []
+            throw error
+        }
+    }
+
+    /// Applies one request inside a savepoint, so that a refusal found half-way (for example the
+    /// third put of a txn names an unknown lease) undoes the first two writes.
+    private func applyOne(_ request: KVRequest, index: UInt64) throws -> KVResponse {
+        let before = state
+        let eventsBefore = pendingEvents.count
+        try database.statement("SAVEPOINT request").run()
+        do {
+            let response = try execute(request, index: index)
+            try database.statement("RELEASE request").run()
+            return response
+        } catch let refusal as KVError {
+            try database.statement("ROLLBACK TO request").run()
+            try database.statement("RELEASE request").run()
+            state = before
+            pendingEvents.removeSubrange(eventsBefore...)
+            return .error(refusal)
+        }
+    }
+
+    // MARK: - Snapshots
+
+    /// A consistent copy of the whole database (data, leases, revisions and applied index), as
+    /// the bytes of an SQLite file in rollback-journal mode.
+    public func snapshotData() throws -> [UInt8] {
+        var size: sqlite3_int64 = 0
+        guard let pointer = sqlite3_serialize(database.handle, "main", &size, 0) else {
+            throw SQLiteError(code: SQLITE_NOMEM, message: database.lastErrorMessage, context: "serializing a snapshot")
+        }
+        defer { sqlite3_free(pointer) }
+        var bytes = Array(UnsafeRawBufferPointer(start: pointer, count: Int(size)))
+        // Bytes 18 and 19 say WAL mode (2); a snapshot is a plain file, so mark it rollback (1).
+        // This is also what lets `restore` open it in memory, where WAL is not available.
+        if bytes.count >= 100 {
+            bytes[18] = 1
+            bytes[19] = 1
+        }
+        return bytes
+    }
+
+    /// Replaces the whole state with a snapshot from ``snapshotData()``, atomically: either the
+    /// snapshot is checked and copied in completely, or the store is unchanged.
+    public func restore(from data: [UInt8]) throws {
+        let header = Array("SQLite format 3".utf8) + [0]
+        guard data.count >= 512, Array(data.prefix(16)) == header else {
+            throw KVStoreError.invalidSnapshot("not an SQLite database image")
+        }
+        var memoryHandle: OpaquePointer?
+        guard sqlite3_open_v2(":memory:", &memoryHandle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK,
+              let memoryHandle
+        else {
+            sqlite3_close_v2(memoryHandle)
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "cannot open an in-memory database", context: "restoring")
+        }
+        let source = SQLiteDatabase(handle: memoryHandle)
+        defer { source.close() }
+        guard let buffer = sqlite3_malloc64(sqlite3_uint64(data.count)) else {
+            throw SQLiteError(code: SQLITE_NOMEM, message: "out of memory", context: "restoring")
+        }
+        var image = data
+        image[18] = 1
+        image[19] = 1
+        image.withUnsafeBytes { bytes in
+            buffer.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        }
+        let flags = UInt32(SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE)
+        try source.check(
+            sqlite3_deserialize(memoryHandle, "main", buffer.assumingMemoryBound(to: UInt8.self),
+                                sqlite3_int64(data.count), sqlite3_int64(data.count), flags),
+            "loading the snapshot")
+        // Check the image before touching our own data.
+        let check = try source.statement("PRAGMA quick_check")
+        guard try check.step(), String(decoding: check.bytes(0), as: UTF8.self) == "ok" else {
+            throw KVStoreError.invalidSnapshot("integrity check failed")
+        }
+        check.reset()
+        let schema = try? source.integer("SELECT value FROM meta WHERE name = 'schema_version'")
+        guard schema == KVStore.schemaVersion else {
+            throw KVStoreError.invalidSnapshot("schema version \(schema.map(String.init) ?? "missing")")
+        }
+
+        // The backup API copies every page inside one write transaction of ours: atomic.
+        guard let backup = sqlite3_backup_init(database.handle, "main", memoryHandle, "main") else {
+            throw SQLiteError(code: sqlite3_errcode(database.handle), message: database.lastErrorMessage,
+                              context: "starting the snapshot copy")
+        }
+        let stepCode = sqlite3_backup_step(backup, -1)
+        let finishCode = sqlite3_backup_finish(backup)
+        guard stepCode == SQLITE_DONE else {
+            throw SQLiteError(code: stepCode, message: database.lastErrorMessage, context: "copying the snapshot")
+        }
+        try database.check(finishCode, "finishing the snapshot copy")
+        try configureConnection()
+        try loadState()
+        lastAppliedEvents = []
+    }
+
+    // MARK: - Status
+
+    /// The database file's size in bytes, for etcd's `Status.dbSize`.
+    public func databaseSizeBytes() throws -> Int64 {
+        try database.integer("PRAGMA page_count") * database.integer("PRAGMA page_size")
+    }
+}

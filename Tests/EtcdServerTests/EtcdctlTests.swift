@@ -1,0 +1,114 @@
+import ClusterHarness
+import Foundation
+import Testing
+
+/// Debian's etcdctl 3.4 against a 3-member raftkube store of separate processes.
+@Suite("etcdctl against raftkube store", .serialized)
+struct EtcdctlTests {
+    static func waitUntilServing(_ cluster: StoreCluster) throws {
+        for _ in 0..<100 {
+            if (try? cluster.etcdctl(["put", "ready", "yes"]))?.status == 0 { return }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        Issue.record("the store never accepted a write")
+    }
+
+    @Test("A scripted etcdctl session: put, get (prefix, rev, limit, sort, keys-only), del, txn, status, members, health, compaction")
+    func etcdctlSession() throws {
+        #expect(FileManager.default.isExecutableFile(atPath: "/usr/bin/etcdctl"), "etcdctl is missing: apt-get install etcd-client (.ci/run does)")
+        let cluster = try StoreCluster(name: "etcdctl")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try Self.waitUntilServing(cluster)
+
+        func run(_ arguments: String..., endpoints: String? = nil, input: String? = nil) throws -> String {
+            let (status, output) = try cluster.etcdctl(arguments, endpoints: endpoints, input: input)
+            #expect(status == 0, "etcdctl \(arguments.joined(separator: " ")) failed: \(output)")
+            return output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        #expect(try run("put", "foo", "bar") == "OK")
+        // Written through one member, read from another.
+        #expect(try run("get", "foo", endpoints: "127.0.0.1:\(cluster.clientPort(3))") == "foo\nbar")
+        for (key, value) in [("fruit/apple", "red"), ("fruit/banana", "yellow"), ("fruit/cherry", "dark")] {
+            #expect(try run("put", key, value) == "OK")
+        }
+        #expect(try run("get", "fruit/", "--prefix", "--keys-only") == "fruit/apple\n\nfruit/banana\n\nfruit/cherry")
+        #expect(try run("get", "fruit/", "--prefix", "--limit=2") == "fruit/apple\nred\nfruit/banana\nyellow")
+        #expect(try run("get", "fruit/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--print-value-only") == "yellow\nred\ndark")
+        // etcdctl 3.4 has no --count-only; the count comes back in every range response.
+        #expect(try run("get", "fruit/", "--prefix", "--limit=1", "-w", "fields").contains("\"Count\" : 3"))
+        // History: foo was written at revision 3 (1 is the empty store, 2 the readiness probe).
+        #expect(try run("put", "foo", "baz") == "OK")
+        #expect(try run("get", "foo", "--rev=3") == "foo\nbar")
+        #expect(try run("get", "foo") == "foo\nbaz")
+        #expect(try run("del", "fruit/", "--prefix") == "3")
+        #expect(try run("get", "fruit/", "--prefix").isEmpty)
+        // A compare-and-set that holds, and one that does not.
+        #expect(try run("txn", input: "value(\"foo\") = \"baz\"\n\nput foo qux\n\nput foo never\n\n").hasPrefix("SUCCESS"))
+        #expect(try run("txn", input: "value(\"foo\") = \"baz\"\n\nput foo never\n\nget foo\n\n") == "FAILURE\n\nfoo\nqux")
+        // Status and members from every endpoint: one leader, three members.
+        let status = try run("endpoint", "status", "-w", "table")
+        // Only the leader's row says true (no member is a learner).
+        #expect(status.split(separator: "\n").filter { $0.contains("true") }.count == 1, "exactly one leader expected: \(status)")
+        let members = try run("member", "list")
+        #expect(members.split(separator: "\n").count == 3)
+        #expect(try run("endpoint", "health").components(separatedBy: "is healthy").count - 1 == 3)
+        // Compaction: reads below it fail with etcd's error.
+        let revision = try run("get", "foo", "-w", "fields").split(separator: "\n").first { $0.contains("\"Revision\"") }.map { $0.split(separator: ":").last!.trimmingCharacters(in: .whitespaces) }
+        let current = try #require(revision.flatMap { Int($0) })
+        #expect(try run("compact", "\(current)") == "compacted revision \(current)")
+        let old = try cluster.etcdctl(["get", "foo", "--rev=3"])
+        #expect(old.status != 0)
+        #expect(old.output.contains("etcdserver: mvcc: required revision has been compacted"))
+    }
+
+    @Test("Bad requests get etcd's errors and change nothing")
+    func badRequests() throws {
+        let cluster = try StoreCluster(name: "bad")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try Self.waitUntilServing(cluster)
+        let future = try cluster.etcdctl(["get", "ready", "--rev=999"])
+        #expect(future.status != 0)
+        #expect(future.output.contains("etcdserver: mvcc: required revision is a future revision"))
+        let ignoreMissing = try cluster.etcdctl(["put", "nokey", "--ignore-value"])
+        #expect(ignoreMissing.status != 0)
+        #expect(ignoreMissing.output.contains("etcdserver: key not found"))
+        let unknownLease = try cluster.etcdctl(["put", "k", "v", "--lease=1234"])
+        #expect(unknownLease.status != 0)
+        #expect(unknownLease.output.contains("etcdserver: requested lease not found"))
+        // Nothing above wrote: only the readiness probe exists.
+        #expect(try cluster.etcdctl(["get", "", "--prefix", "--keys-only"]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "ready")
+    }
+
+    @Test("Acknowledged writes survive the SIGKILL of the leader")
+    func writesSurviveLeaderKill() throws {
+        let cluster = try StoreCluster(name: "kill")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try Self.waitUntilServing(cluster)
+        for value in 0..<20 { #expect(try cluster.etcdctl(["put", "k\(value)", "v\(value)"]).status == 0) }
+        let table = try cluster.etcdctl(["endpoint", "status"]).output
+        let leaderLine = table.split(separator: "\n").first { $0.contains(", true,") }
+        let leaderPort = try #require(leaderLine.flatMap { $0.split(separator: ",").first }.flatMap { Int($0.split(separator: ":").last!) })
+        let leader = try #require((1...3).first { cluster.clientPort($0) == leaderPort })
+        cluster.kill(leader)
+        let survivors = (1...3).filter { $0 != leader }.map { "127.0.0.1:\(cluster.clientPort($0))" }.joined(separator: ",")
+        var written = false
+        for _ in 0..<50 where !written {
+            written = (try? cluster.etcdctl(["put", "after", "kill"], endpoints: survivors))?.status == 0
+            if !written { Thread.sleep(forTimeInterval: 0.2) }
+        }
+        #expect(written, "the surviving majority never accepted a write")
+        let keys = try cluster.etcdctl(["get", "k", "--prefix", "--keys-only"], endpoints: survivors).output.split(separator: "\n").filter { !$0.isEmpty }
+        #expect(keys.count == 20)
+        try cluster.start(leader)
+        var caughtUp = false
+        for _ in 0..<50 where !caughtUp {
+            caughtUp = (try? cluster.etcdctl(["get", "after", "--consistency=s", "--print-value-only"], endpoints: "127.0.0.1:\(cluster.clientPort(leader))"))?.output.contains("kill") == true
+            if !caughtUp { Thread.sleep(forTimeInterval: 0.2) }
+        }
+        #expect(caughtUp, "the restarted member did not catch up")
+    }
+}
