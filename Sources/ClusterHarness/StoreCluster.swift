@@ -57,6 +57,25 @@ public final class StoreCluster: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: root)
     }
 
+    /// Starts `etcdctl` in the background for `seconds` (for `watch`); `finish` waits for it to end
+    /// and returns its output.
+    public func etcdctlInBackground(_ arguments: [String], seconds: Int, endpoints: String? = nil) throws -> () -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["\(seconds)", "/usr/bin/etcdctl", "--endpoints=\(endpoints ?? self.endpoints)"] + arguments
+        process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return {
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
+        }
+    }
+
     /// Runs `etcdctl` (v3 API) with `arguments` against `endpoints` (all members by default);
     /// returns its exit status and combined output.
     public func etcdctl(_ arguments: [String], endpoints: String? = nil, input: String? = nil) throws -> (status: Int32, output: String) {

@@ -17,7 +17,7 @@ public struct EtcdGRPCServer: Service {
     public func run() async throws {
         let server = GRPCServer(
             transport: .http2NIOPosix(address: .ipv4(host: host, port: port), transportSecurity: .plaintext),
-            services: [KVService(member: member), MaintenanceService(member: member), ClusterService(member: member)])
+            services: [KVService(member: member), WatchService(member: member), MaintenanceService(member: member), ClusterService(member: member)])
         try await withGracefulShutdownHandler {
             try await server.serve()
         } onGracefulShutdown: {

@@ -12,11 +12,13 @@ public struct StoreMember: Sendable {
     public let names: [NodeID: String]
     public let peerURLs: [NodeID: String]
     public let clientURLs: [NodeID: String]
+    public let watches: WatchBroker
     /// etcd's default request limit (1.5 MiB).
     public var requestBytesMax = 3 << 19
 
-    public init(runtime: RaftRuntime, stateMachine: KVStateMachine, clusterID: UInt64, names: [NodeID: String], peerURLs: [NodeID: String], clientURLs: [NodeID: String]) {
+    public init(runtime: RaftRuntime, stateMachine: KVStateMachine, watches: WatchBroker, clusterID: UInt64, names: [NodeID: String], peerURLs: [NodeID: String], clientURLs: [NodeID: String]) {
         self.runtime = runtime
+        self.watches = watches
         self.stateMachine = stateMachine
         self.clusterID = clusterID
         self.names = names

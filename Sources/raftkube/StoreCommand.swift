@@ -75,7 +75,10 @@ struct StoreCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "raftkube.store")
         logger[metadataKey: "member"] = "\(name)"
-        let stateMachine = try KVStateMachine(path: dataDir + "/kv.sqlite")
+        let watches = WatchBroker()
+        let stateMachine = try KVStateMachine(path: dataDir + "/kv.sqlite") { events, revision in
+            watches.publish(events, revision: revision)
+        }
         var configuration = RuntimeConfiguration(
             id: id, dataDirectory: dataDir + "/raft", listen: PeerAddress(host: peer.host, port: peer.port),
             peers: peers, bootstrap: initialClusterState == "new")
@@ -83,7 +86,7 @@ struct StoreCommand: AsyncParsableCommand {
         let runtime = RaftRuntime(configuration: configuration, stateMachine: stateMachine, logger: logger)
         // The cluster ID is derived from the initial member list, so every member agrees on it.
         let clusterID = initialCluster.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
-        let member = StoreMember(runtime: runtime, stateMachine: stateMachine, clusterID: clusterID, names: names, peerURLs: peerURLs, clientURLs: [id: listenClientUrls])
+        let member = StoreMember(runtime: runtime, stateMachine: stateMachine, watches: watches, clusterID: clusterID, names: names, peerURLs: peerURLs, clientURLs: [id: listenClientUrls])
         let api = EtcdGRPCServer(member: member, host: client.host, port: client.port)
         let group = ServiceGroup(services: [runtime, api], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()

@@ -63,6 +63,31 @@ struct EtcdctlTests {
         #expect(old.output.contains("etcdserver: mvcc: required revision has been compacted"))
     }
 
+    @Test("etcdctl watch: history from a revision with prev-kv, live events, a compacted start is cancelled")
+    func watch() throws {
+        let cluster = try StoreCluster(name: "watch")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try Self.waitUntilServing(cluster)
+        // Revision 2 is the readiness probe; these are 3 and 4.
+        #expect(try cluster.etcdctl(["put", "w/a", "1"]).status == 0)
+        #expect(try cluster.etcdctl(["put", "w/b", "2"]).status == 0)
+        let finish = try cluster.etcdctlInBackground(["watch", "w/", "--prefix", "--rev=3", "--prev-kv"], seconds: 5, endpoints: "127.0.0.1:\(cluster.clientPort(2))")
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(try cluster.etcdctl(["put", "w/a", "3"]).status == 0)
+        #expect(try cluster.etcdctl(["del", "w/b"]).status == 0)
+        #expect(try cluster.etcdctl(["put", "elsewhere", "9"]).status == 0)
+        let output = finish().split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        // Replayed history, then the live put (with its previous value) and delete; nothing outside the prefix.
+        #expect(Array(output.prefix(13)) == ["PUT", "w/a", "1", "PUT", "w/b", "2", "PUT", "w/a", "1", "w/a", "3", "DELETE", "w/b"], "\(output)")
+        #expect(!output.contains("elsewhere"))
+        // After compaction, a watch from before it is cancelled with etcd's reason.
+        #expect(try cluster.etcdctl(["compact", "5"]).status == 0)
+        let compacted = try cluster.etcdctl(["watch", "w/", "--prefix", "--rev=3"])
+        #expect(compacted.status != 0)
+        #expect(compacted.output.contains("required revision has been compacted"))
+    }
+
     @Test("Bad requests get etcd's errors and change nothing")
     func badRequests() throws {
         let cluster = try StoreCluster(name: "bad")

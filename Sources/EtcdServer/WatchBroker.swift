@@ -1,0 +1,114 @@
+import KVStore
+import NIOConcurrencyHelpers
+
+/// Connects the store's applied events to the gRPC watch streams: a ``WatchHub`` behind a lock,
+/// cancellations routed to the stream that owns each watcher, and a wake-up per stream.
+///
+/// Lock order: the state machine's lock, then this one (catch-up reads the store's history).
+public final class WatchBroker: @unchecked Sendable {
+    // Everything below is guarded by `lock`.
+    private let lock = NIOLock()
+    private var hub: WatchHub
+    private var owners: [Int64: Int] = [:]
+    private var wakeups: [Int: AsyncStream<Void>.Continuation] = [:]
+    private var cancellations: [Int: [(id: Int64, reason: WatchHub.CancelReason)]] = [:]
+    private var nextStream = 1
+
+    public init(bufferedEventsMax: Int = 1024, watchersMax: Int = 100_000) {
+        hub = WatchHub(bufferedEventsMax: bufferedEventsMax, watchersMax: watchersMax)
+    }
+
+    /// A new stream: its number and the wake-ups it waits on.
+    func openStream() -> (stream: Int, wakeups: AsyncStream<Void>) {
+        let (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let stream = lock.withLock {
+            let stream = nextStream
+            nextStream += 1
+            self.wakeups[stream] = continuation
+            return stream
+        }
+        return (stream, wakeups)
+    }
+
+    func closeStream(_ stream: Int) {
+        let continuation = lock.withLock {
+            for (id, owner) in owners where owner == stream {
+                hub.cancel(id)
+                owners[id] = nil
+            }
+            _ = hub.takeCancellations()
+            cancellations[stream] = nil
+            return wakeups.removeValue(forKey: stream)
+        }
+        continuation?.finish()
+    }
+
+    /// Registers a watcher for `stream` and feeds it history up to the store's revision. Call with
+    /// the store (under the state machine's lock). Nil when too many watchers exist.
+    func register(_ registration: WatchHub.Registration, stream: Int, store: KVStore) throws -> Int64? {
+        try lock.withLock {
+            guard let id = hub.register(registration, currentRevision: store.currentRevision, compactRevision: store.compactRevision) else {
+                return nil
+            }
+            owners[id] = stream
+            try hub.catchUp(from: store)
+            routeCancellations()
+            return id
+        }
+    }
+
+    /// Wakes `stream` (after its `created` answer went out, so that events never precede it).
+    func wake(_ stream: Int) {
+        let continuation = lock.withLock { wakeups[stream] }
+        continuation?.yield()
+    }
+
+    func cancel(_ id: Int64) {
+        lock.withLock {
+            hub.cancel(id)
+            routeCancellations()
+        }
+    }
+
+    /// Continues feeding watchers that are still catching up (under the state machine's lock).
+    func catchUp(store: KVStore) throws {
+        try lock.withLock {
+            try hub.catchUp(from: store)
+            routeCancellations()
+        }
+    }
+
+    /// Delivers the events of one apply and wakes every stream.
+    public func publish(_ events: [WatchEvent], revision: Int64) {
+        let streams = lock.withLock {
+            hub.publish(events, revision: revision)
+            routeCancellations()
+            return Array(wakeups.values)
+        }
+        for continuation in streams { continuation.yield() }
+    }
+
+    /// What `stream`'s watchers have: events per watcher, cancellations, and whether any still
+    /// catches up on history.
+    func drain(stream: Int) -> (events: [(id: Int64, events: [WatchEvent])], cancelled: [(id: Int64, reason: WatchHub.CancelReason)], catchingUp: Bool) {
+        lock.withLock {
+            var events: [(Int64, [WatchEvent])] = []
+            var catchingUp = false
+            for (id, owner) in owners.sorted(by: { $0.key < $1.key }) where owner == stream {
+                let taken = hub.take(id)
+                if !taken.isEmpty { events.append((id, taken)) }
+                if hub.isCatchingUp(id) { catchingUp = true }
+            }
+            let cancelled = cancellations.removeValue(forKey: stream) ?? []
+            return (events, cancelled, catchingUp)
+        }
+    }
+
+    private func routeCancellations() {
+        for cancellation in hub.takeCancellations() {
+            guard let owner = owners.removeValue(forKey: cancellation.id) else { continue }
+            cancellations[owner, default: []].append(cancellation)
+            wakeups[owner]?.yield()
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import EtcdAPI
+import Foundation
+import GRPCCore
+import KVStore
+
+/// etcd's Watch service: many watches per stream, history replay from a start revision,
+/// prev_kv and filters, cancellation (by the client, for compacted history, or for a watcher too
+/// slow to keep its buffer bounded, with a reason and the revision to resume from).
+struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
+    let member: StoreMember
+
+    /// Serializes writes to one stream's response writer.
+    actor Writer {
+        let writer: RPCWriter<Etcdserverpb_WatchResponse>
+        init(_ writer: RPCWriter<Etcdserverpb_WatchResponse>) { self.writer = writer }
+        func write(_ response: Etcdserverpb_WatchResponse) async throws { try await writer.write(response) }
+    }
+
+    func watch(request: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>, response: RPCWriter<Etcdserverpb_WatchResponse>, context: ServerContext) async throws {
+        let broker = member.watches
+        let (stream, wakeups) = broker.openStream()
+        defer { broker.closeStream(stream) }
+        let writer = Writer(response)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in wakeups {
+                    try await self.deliver(stream: stream, writer: writer)
+                }
+            }
+            group.addTask {
+                for try await message in request {
+                    try await self.handle(message, stream: stream, writer: writer)
+                }
+                // The client closed its side: end the stream.
+                throw CancellationError()
+            }
+            do {
+                try await group.next()
+            } catch is CancellationError {
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func header() async -> Etcdserverpb_ResponseHeader {
+        Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
+    }
+
+    private func handle(_ message: Etcdserverpb_WatchRequest, stream: Int, writer: Writer) async throws {
+        switch message.requestUnion {
+        case .createRequest(let create):
+            let registration = WatchHub.Registration(
+                key: Array(create.key), rangeEnd: Array(create.rangeEnd), startRevision: create.startRevision,
+                prevKv: create.prevKv, noPut: create.filters.contains(.noput), noDelete: create.filters.contains(.nodelete))
+            var answer = Etcdserverpb_WatchResponse()
+            let id = try member.stateMachine.read { store in try member.watches.register(registration, stream: stream, store: store) }
+            answer.header = await header()
+            if let id {
+                answer.watchID = id
+                answer.created = true
+            } else {
+                answer.watchID = -1
+                answer.created = true
+                answer.canceled = true
+                answer.cancelReason = "etcdserver: too many watchers"
+            }
+            try await writer.write(answer)
+            member.watches.wake(stream)
+        case .cancelRequest(let cancel):
+            member.watches.cancel(cancel.watchID)
+        case .progressRequest:
+            var answer = Etcdserverpb_WatchResponse()
+            answer.header = await header()
+            answer.watchID = -1
+            try await writer.write(answer)
+        case nil:
+            break
+        }
+    }
+
+    private func deliver(stream: Int, writer: Writer) async throws {
+        var drained = member.watches.drain(stream: stream)
+        while true {
+            for (id, events) in drained.events {
+                var answer = Etcdserverpb_WatchResponse()
+                answer.header = await header()
+                answer.watchID = id
+                answer.events = events.map(Self.event)
+                try await writer.write(answer)
+            }
+            for (id, reason) in drained.cancelled {
+                var answer = Etcdserverpb_WatchResponse()
+                answer.header = await header()
+                answer.watchID = id
+                answer.canceled = true
+                switch reason {
+                case .compacted(let compactRevision):
+                    answer.compactRevision = compactRevision
+                    answer.cancelReason = KVError.compacted.storeMessage
+                case .slow(let resumeRevision):
+                    answer.cancelReason = "etcdserver: watcher too slow; resume from revision \(resumeRevision)"
+                case .requested:
+                    break
+                }
+                try await writer.write(answer)
+            }
+            guard drained.catchingUp else { return }
+            try member.stateMachine.read { store in try member.watches.catchUp(store: store) }
+            drained = member.watches.drain(stream: stream)
+        }
+    }
+
+    static func event(_ event: WatchEvent) -> Mvccpb_Event {
+        var result = Mvccpb_Event()
+        result.type = event.type == .put ? .put : .delete
+        result.kv = Convert.keyValue(event.kv)
+        if let previous = event.prevKv { result.prevKv = Convert.keyValue(previous) }
+        return result
+    }
+}
