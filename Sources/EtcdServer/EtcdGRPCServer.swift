@@ -5,11 +5,13 @@ import ServiceLifecycle
 /// The etcd v3 gRPC endpoint of a store member, as a `Service`.
 public struct EtcdGRPCServer: Service {
     let member: StoreMember
+    let leases: LeaseKeeper
     let host: String
     let port: Int
 
-    public init(member: StoreMember, host: String, port: Int) {
+    public init(member: StoreMember, leases: LeaseKeeper, host: String, port: Int) {
         self.member = member
+        self.leases = leases
         self.host = host
         self.port = port
     }
@@ -17,7 +19,10 @@ public struct EtcdGRPCServer: Service {
     public func run() async throws {
         let server = GRPCServer(
             transport: .http2NIOPosix(address: .ipv4(host: host, port: port), transportSecurity: .plaintext),
-            services: [KVService(member: member), WatchService(member: member), MaintenanceService(member: member), ClusterService(member: member)])
+            services: [
+                KVService(member: member), WatchService(member: member), LeaseService(member: member, keeper: leases),
+                MaintenanceService(member: member), ClusterService(member: member),
+            ])
         try await withGracefulShutdownHandler {
             try await server.serve()
         } onGracefulShutdown: {

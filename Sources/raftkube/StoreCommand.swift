@@ -87,8 +87,9 @@ struct StoreCommand: AsyncParsableCommand {
         // The cluster ID is derived from the initial member list, so every member agrees on it.
         let clusterID = initialCluster.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
         let member = StoreMember(runtime: runtime, stateMachine: stateMachine, watches: watches, clusterID: clusterID, names: names, peerURLs: peerURLs, clientURLs: [id: listenClientUrls])
-        let api = EtcdGRPCServer(member: member, host: client.host, port: client.port)
-        let group = ServiceGroup(services: [runtime, api], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let leases = LeaseKeeper(member: member, extensionMs: Int64(heartbeatInterval * 10))
+        let api = EtcdGRPCServer(member: member, leases: leases, host: client.host, port: client.port)
+        let group = ServiceGroup(services: [runtime, leases, api], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 }

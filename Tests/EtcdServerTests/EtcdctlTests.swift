@@ -88,6 +88,42 @@ struct EtcdctlTests {
         #expect(compacted.output.contains("required revision has been compacted"))
     }
 
+    @Test("etcdctl leases: grant, attach, time-to-live with keys, list, keep-alive on the leader, expiry, revoke")
+    func leases() throws {
+        let cluster = try StoreCluster(name: "lease")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try Self.waitUntilServing(cluster)
+        func leaseID(_ output: String) -> String? {
+            output.split(separator: " ").dropFirst().first.map(String.init)
+        }
+        let short = try #require(leaseID(try cluster.etcdctl(["lease", "grant", "3"]).output))
+        #expect(try cluster.etcdctl(["put", "--lease=\(short)", "ephemeral", "1"]).status == 0)
+        let ttl = try cluster.etcdctl(["lease", "timetolive", short, "--keys"]).output
+        #expect(ttl.contains("granted with TTL(3s)") && ttl.contains("attached keys([ephemeral])"), "\(ttl)")
+        #expect(try cluster.etcdctl(["lease", "list"]).output.contains(short))
+        // Keep-alive goes to the leader, which keeps time for leases.
+        let status = try cluster.etcdctl(["endpoint", "status"]).output
+        let leader = try #require(status.split(separator: "\n").first { $0.contains(", true,") }.map { String($0.split(separator: ",")[0]) })
+        let kept = try cluster.etcdctl(["lease", "keep-alive", "--once", short], endpoints: leader)
+        #expect(kept.output.contains("keepalived with TTL(3)"), "\(kept.output)")
+        // Without keep-alives the lease expires within its TTL (plus the check interval) and takes its key.
+        var expired = false
+        for _ in 0..<40 where !expired {
+            Thread.sleep(forTimeInterval: 0.25)
+            expired = try cluster.etcdctl(["get", "ephemeral"]).output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+        }
+        #expect(expired, "the key of an expired lease is still there")
+        #expect(try cluster.etcdctl(["lease", "timetolive", short]).output.contains("already expired"))
+        // Revoking deletes the attached keys at once.
+        let long = try #require(leaseID(try cluster.etcdctl(["lease", "grant", "100"]).output))
+        #expect(try cluster.etcdctl(["put", "--lease=\(long)", "k2", "v"]).status == 0)
+        #expect(try cluster.etcdctl(["lease", "revoke", long]).output.contains("revoked"))
+        #expect(try cluster.etcdctl(["get", "k2"]).output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        let unknown = try cluster.etcdctl(["lease", "revoke", "1234"])
+        #expect(unknown.status != 0 && unknown.output.contains("requested lease not found"))
+    }
+
     @Test("Bad requests get etcd's errors and change nothing")
     func badRequests() throws {
         let cluster = try StoreCluster(name: "bad")
