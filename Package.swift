@@ -102,7 +102,7 @@ let package = Package(
         ),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "RaftSimulation"]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore"]),
-        .testTarget(name: "EtcdServerTests", dependencies: ["ClusterHarness"]),
+        .testTarget(name: "EtcdServerTests", dependencies: ["ClusterHarness", "Linearizability"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(
             name: "RaftRuntimeTests",

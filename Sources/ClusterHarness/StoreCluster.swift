@@ -78,14 +78,17 @@ public final class StoreCluster: @unchecked Sendable {
 
     /// Runs `etcdctl` (v3 API) with `arguments` against `endpoints` (all members by default);
     /// returns its exit status and combined output.
-    public func etcdctl(_ arguments: [String], endpoints: String? = nil, input: String? = nil) throws -> (status: Int32, output: String) {
+    /// `output` is standard output followed by standard error; `stdout` alone is what to parse
+    /// (etcdctl logs retries on standard error).
+    public func etcdctl(_ arguments: [String], endpoints: String? = nil, input: String? = nil) throws -> (status: Int32, output: String, stdout: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/etcdctl")
         process.arguments = ["--endpoints=\(endpoints ?? self.endpoints)", "--dial-timeout=3s", "--command-timeout=10s"] + arguments
         process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
         let pipe = Pipe()
+        let errors = Pipe()
         process.standardOutput = pipe
-        process.standardError = pipe
+        process.standardError = errors
         if let input {
             let inputPipe = Pipe()
             process.standardInput = inputPipe
@@ -97,7 +100,9 @@ public final class StoreCluster: @unchecked Sendable {
             try process.run()
         }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        let errorData = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let stdout = String(decoding: data, as: UTF8.self)
+        return (process.terminationStatus, stdout + String(decoding: errorData, as: UTF8.self), stdout)
     }
 }

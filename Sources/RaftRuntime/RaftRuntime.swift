@@ -31,7 +31,10 @@ public actor RaftRuntime: Service {
     var registry: [NodeID: PeerAddress] = [:]
     var stopped = false
     var started = false
-    var nextRequest: UInt64 = 1
+    /// Request numbers start at a random point each time the process starts: entries a previous
+    /// incarnation proposed may still be applied after a restart, and must never be taken for the
+    /// answer to a new caller's request.
+    var nextRequest = UInt64.random(in: 1...(UInt64.max >> 1))
     var tickCount: UInt64 = 0
 
     struct Waiter {

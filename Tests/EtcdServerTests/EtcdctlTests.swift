@@ -22,7 +22,7 @@ struct EtcdctlTests {
         try Self.waitUntilServing(cluster)
 
         func run(_ arguments: String..., endpoints: String? = nil, input: String? = nil) throws -> String {
-            let (status, output) = try cluster.etcdctl(arguments, endpoints: endpoints, input: input)
+            let (status, output, _) = try cluster.etcdctl(arguments, endpoints: endpoints, input: input)
             #expect(status == 0, "etcdctl \(arguments.joined(separator: " ")) failed: \(output)")
             return output.trimmingCharacters(in: .whitespacesAndNewlines)
         }
