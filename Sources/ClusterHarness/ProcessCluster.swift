@@ -41,7 +41,7 @@ public final class ProcessCluster: @unchecked Sendable {
         root = NSTemporaryDirectory() + "raftkube-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         // Ports from a range derived from the pid and a random offset, to keep parallel runs apart.
-        basePort = 20_000 + Int(getpid() % 200) * 100 + Int.random(in: 0..<5) * 20
+        basePort = 20_000 + Int(getpid() % 50) * 200 + PortBlocks.next() * 20
         self.heartbeatMs = heartbeatMs
         self.snapshotInterval = snapshotInterval
         self.compactionMargin = compactionMargin

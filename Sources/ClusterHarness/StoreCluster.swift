@@ -13,7 +13,7 @@ public final class StoreCluster: @unchecked Sendable {
     public init(name: String, count: Int = 3, binary: String = ProcessCluster.siblingBinary) throws {
         root = NSTemporaryDirectory() + "raftkube-store-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        basePort = 30_000 + Int(getpid() % 200) * 100 + Int.random(in: 0..<5) * 20
+        basePort = 30_000 + Int(getpid() % 50) * 200 + PortBlocks.next() * 20
         self.count = count
         self.binary = binary
     }
@@ -64,45 +64,81 @@ public final class StoreCluster: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
         process.arguments = ["\(seconds)", "/usr/bin/etcdctl", "--endpoints=\(endpoints ?? self.endpoints)"] + arguments
         process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
+        let output = try OutputFiles(root: root)
+        process.standardOutput = output.stdout
+        process.standardError = output.stderr
         process.standardInput = FileHandle.nullDevice
         try process.run()
         return {
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
-            return String(decoding: data, as: UTF8.self)
+            let (stdout, stderr) = output.read()
+            return stdout + stderr
         }
     }
 
-    /// Runs `etcdctl` (v3 API) with `arguments` against `endpoints` (all members by default);
-    /// returns its exit status and combined output.
+    /// Runs `etcdctl` (v3 API) with `arguments` against `endpoints` (all members by default).
     /// `output` is standard output followed by standard error; `stdout` alone is what to parse
-    /// (etcdctl logs retries on standard error).
+    /// (etcdctl logs retries on standard error). Output goes to files, not pipes: a member process
+    /// started meanwhile by another thread would inherit a pipe's write end and the read would
+    /// never see its end.
     public func etcdctl(_ arguments: [String], endpoints: String? = nil, input: String? = nil) throws -> (status: Int32, output: String, stdout: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/etcdctl")
         process.arguments = ["--endpoints=\(endpoints ?? self.endpoints)", "--dial-timeout=3s", "--command-timeout=10s"] + arguments
         process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
-        let pipe = Pipe()
-        let errors = Pipe()
-        process.standardOutput = pipe
-        process.standardError = errors
+        let output = try OutputFiles(root: root)
+        process.standardOutput = output.stdout
+        process.standardError = output.stderr
         if let input {
-            let inputPipe = Pipe()
-            process.standardInput = inputPipe
-            try process.run()
-            inputPipe.fileHandleForWriting.write(Data(input.utf8))
-            try inputPipe.fileHandleForWriting.close()
+            let inputFile = "\(output.base).in"
+            try input.write(toFile: inputFile, atomically: false, encoding: .utf8)
+            process.standardInput = FileHandle(forReadingAtPath: inputFile)
         } else {
             process.standardInput = FileHandle.nullDevice
-            try process.run()
         }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        let errorData = errors.fileHandleForReading.readDataToEndOfFile()
+        try process.run()
         process.waitUntilExit()
-        let stdout = String(decoding: data, as: UTF8.self)
-        return (process.terminationStatus, stdout + String(decoding: errorData, as: UTF8.self), stdout)
+        let (stdout, stderr) = output.read()
+        return (process.terminationStatus, stdout + stderr, stdout)
+    }
+}
+
+/// Two temporary files that take a child's standard output and error.
+struct OutputFiles {
+    let base: String
+    let stdout: FileHandle
+    let stderr: FileHandle
+
+    init(root: String) throws {
+        base = "\(root)/etcdctl-\(UUID().uuidString)"
+        for suffix in [".out", ".err"] { _ = FileManager.default.createFile(atPath: base + suffix, contents: nil) }
+        guard let out = FileHandle(forWritingAtPath: base + ".out"), let err = FileHandle(forWritingAtPath: base + ".err") else {
+            throw CocoaError(.fileWriteUnknown)
+        }
+        stdout = out
+        stderr = err
+    }
+
+    func read() -> (String, String) {
+        try? stdout.close()
+        try? stderr.close()
+        let out = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+        let err = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        for suffix in [".out", ".err", ".in"] { try? FileManager.default.removeItem(atPath: base + suffix) }
+        return (out, err)
+    }
+}
+
+/// Hands each cluster started by this process its own block of 20 ports (of 10 per process), so
+/// that clusters of suites running in parallel never share a port.
+enum PortBlocks {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var counter = 0
+
+    static func next() -> Int {
+        lock.withLock {
+            defer { counter += 1 }
+            return counter % 10
+        }
     }
 }

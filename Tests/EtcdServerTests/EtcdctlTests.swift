@@ -97,19 +97,20 @@ struct EtcdctlTests {
         func leaseID(_ output: String) -> String? {
             output.split(separator: " ").dropFirst().first.map(String.init)
         }
-        let short = try #require(leaseID(try cluster.etcdctl(["lease", "grant", "3"]).output))
+        // Long enough for the next few etcdctl calls on a loaded machine, short enough to watch expire.
+        let short = try #require(leaseID(try cluster.etcdctl(["lease", "grant", "8"]).output))
         #expect(try cluster.etcdctl(["put", "--lease=\(short)", "ephemeral", "1"]).status == 0)
         let ttl = try cluster.etcdctl(["lease", "timetolive", short, "--keys"]).output
-        #expect(ttl.contains("granted with TTL(3s)") && ttl.contains("attached keys([ephemeral])"), "\(ttl)")
+        #expect(ttl.contains("granted with TTL(8s)") && ttl.contains("attached keys([ephemeral])"), "\(ttl)")
         #expect(try cluster.etcdctl(["lease", "list"]).output.contains(short))
         // Keep-alive goes to the leader, which keeps time for leases.
         let status = try cluster.etcdctl(["endpoint", "status"]).output
         let leader = try #require(status.split(separator: "\n").first { $0.contains(", true,") }.map { String($0.split(separator: ",")[0]) })
         let kept = try cluster.etcdctl(["lease", "keep-alive", "--once", short], endpoints: leader)
-        #expect(kept.output.contains("keepalived with TTL(3)"), "\(kept.output)")
+        #expect(kept.output.contains("keepalived with TTL(8)"), "\(kept.output)")
         // Without keep-alives the lease expires within its TTL (plus the check interval) and takes its key.
         var expired = false
-        for _ in 0..<40 where !expired {
+        for _ in 0..<80 where !expired {
             Thread.sleep(forTimeInterval: 0.25)
             expired = try cluster.etcdctl(["get", "ephemeral"]).output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
         }

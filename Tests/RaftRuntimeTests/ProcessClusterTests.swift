@@ -24,12 +24,12 @@ struct ProcessClusterTests {
     }
 
     /// Clients write unique values to rotating nodes until `stop` is set.
-    static func writeContinuously(_ cluster: ProcessCluster, ids: @escaping @Sendable () -> [UInt64], clients: Int, ledger: Ledger, until deadline: ContinuousClock.Instant) async {
+    static func writeContinuously(_ cluster: ProcessCluster, ids: @escaping @Sendable () -> [UInt64], clients: Int, ledger: Ledger, until deadline: ContinuousClock.Instant, stop: StopFlag = StopFlag()) async {
         await withTaskGroup(of: Void.self) { group in
             for client in 0..<clients {
                 group.addTask {
                     var sequence = 0
-                    while ContinuousClock.now < deadline {
+                    while ContinuousClock.now < deadline && !stop.isSet {
                         let targets = ids()
                         let target = targets[(sequence + client) % targets.count]
                         let value = "c\(client)-\(sequence)"
@@ -65,18 +65,19 @@ struct ProcessClusterTests {
         let firstLeader = await cluster.waitForLeader()
         try #require(firstLeader != nil, "no leader elected: \(cluster.logTail(1))")
         let ledger = Ledger()
-        let runSeconds = 24
-        let deadline = ContinuousClock.now + .seconds(runSeconds)
+        // Ten kills, however long they take on a loaded machine (bounded at 90 s).
+        let deadline = ContinuousClock.now + .seconds(90)
         let running = ManagedIDs([1, 2, 3])
+        let stop = StopFlag()
         var kills = 0
         var leaderKills = 0
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await Self.writeContinuously(cluster, ids: { running.ids }, clients: 6, ledger: ledger, until: deadline)
+                await Self.writeContinuously(cluster, ids: { running.ids }, clients: 6, ledger: ledger, until: deadline, stop: stop)
             }
             // The killer runs on this task: cluster membership changes happen here only.
             var round = 0
-            while ContinuousClock.now < deadline - .seconds(3) {
+            while kills < 10 && ContinuousClock.now < deadline - .seconds(3) {
                 try? await Task.sleep(for: .milliseconds(1_200))
                 round += 1
                 let leader = await cluster.leader()
@@ -89,6 +90,9 @@ struct ProcessClusterTests {
                 try? cluster.start(victim)
                 running.set([1, 2, 3])
             }
+            // Let the writers run on a whole cluster for a moment, then stop them.
+            try? await Task.sleep(for: .seconds(2))
+            stop.set()
             await group.waitForAll()
         }
         let acknowledged = await ledger.acknowledged
@@ -250,6 +254,14 @@ extension ProcessClusterTests {
         #expect(lists[2] == expected)
         #expect(await cluster.status(2)?["id"] == "2")
     }
+}
+
+/// A flag the writers poll to stop.
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
 }
 
 /// A thread-safe list of node ids the writers may target.

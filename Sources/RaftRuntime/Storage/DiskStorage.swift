@@ -1,3 +1,4 @@
+import Glibc
 import Raft
 
 /// A node's durable log: a write-ahead log of segment files and atomically written snapshots in
@@ -144,7 +145,17 @@ public final class DiskStorage: LogStorage {
         if createdWAL || createdSnapshots { try FileSystem.synchronizeDirectory(directory) }
 
         let lock = try POSIXFile(path: "\(directory)/LOCK", create: true)
-        guard try lock.tryLock() else {
+        // A lock held for a moment is not a second owner: a process forked between another
+        // open's `open` and its child's `exec` holds a copy of that descriptor until the exec
+        // closes it (O_CLOEXEC), and a previous owner may be closing. Wait up to a second.
+        var locked = try lock.tryLock()
+        var attempts = 0
+        while !locked && attempts < 20 {
+            attempts += 1
+            usleep(50_000)
+            locked = try lock.tryLock()
+        }
+        guard locked else {
             lock.close()
             throw DiskStorageError.directoryLocked(path: directory)
         }
