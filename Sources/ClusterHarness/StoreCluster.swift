@@ -9,11 +9,14 @@ public final class StoreCluster: @unchecked Sendable {
     let basePort: Int
     public let count: Int
     private var processes: [Int: Process] = [:]
+    /// Arguments added to every member's command line.
+    public var extraArguments: [String] = []
 
     public init(name: String, count: Int = 3, binary: String = ProcessCluster.siblingBinary) throws {
         root = NSTemporaryDirectory() + "raftkube-store-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        basePort = 30_000 + Int(getpid() % 50) * 200 + PortBlocks.next() * 20
+        // Below Linux's ephemeral range (32768-60999), so that no outgoing connection holds one of them.
+        basePort = 10_000 + Int(getpid() % 50) * 200 + PortBlocks.next() * 20
         self.count = count
         self.binary = binary
     }
@@ -26,8 +29,11 @@ public final class StoreCluster: @unchecked Sendable {
         for member in 1...count { try start(member) }
     }
 
-    public func start(_ member: Int) throws {
-        let initialCluster = (1...count).map { "m\($0)=http://127.0.0.1:\(peerPort($0))" }.joined(separator: ",")
+    /// Starts member `member` (1-based). By default it is one of the `count` bootstrap members; a
+    /// member added with `etcdctl member add` starts with `members` (every member it should know,
+    /// itself included) and `existing: true`.
+    public func start(_ member: Int, members: [Int]? = nil, existing: Bool = false, extraArguments: [String] = []) throws {
+        let initialCluster = (members ?? Array(1...count)).map { "m\($0)=http://127.0.0.1:\(peerPort($0))" }.joined(separator: ",")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [
@@ -35,7 +41,8 @@ public final class StoreCluster: @unchecked Sendable {
             "--listen-client-urls", "http://127.0.0.1:\(clientPort(member))",
             "--listen-peer-urls", "http://127.0.0.1:\(peerPort(member))",
             "--initial-cluster", initialCluster, "--heartbeat-interval", "50",
-        ]
+            "--initial-cluster-state", existing ? "existing" : "new",
+        ] + self.extraArguments + extraArguments
         let logPath = "\(root)/m\(member).log"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = FileHandle(forWritingAtPath: logPath)!
@@ -44,6 +51,35 @@ public final class StoreCluster: @unchecked Sendable {
         process.standardError = log
         try process.run()
         processes[member] = process
+    }
+
+    /// Waits, at most `seconds` of wall time, until a write through any member succeeds. On
+    /// failure it throws with each member's exit status and the end of its log, so that a CI
+    /// run shows why the store did not come up.
+    public func waitUntilServing(seconds: Double = 60) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last = ""
+        while Date() < deadline {
+            if let result = try? etcdctl(["put", "ready", "yes"], commandTimeout: 3) {
+                if result.status == 0 { return }
+                last = result.output
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        throw NotServing(description: "the store did not accept a write in \(Int(seconds)) s; last etcdctl: \(last.suffix(400))\n" + diagnostics())
+    }
+
+    /// Each member's process state and the last lines of its log.
+    public func diagnostics(lines: Int = 15) -> String {
+        Array(Set(processes.keys).union(1...count)).sorted().map { member in
+            let state = processes[member].map { $0.isRunning ? "running (pid \($0.processIdentifier))" : "exited with \($0.terminationStatus)" } ?? "not started"
+            let log = (try? String(contentsOfFile: "\(root)/m\(member).log", encoding: .utf8)) ?? ""
+            return "m\(member): \(state)\n" + log.split(separator: "\n").suffix(lines).joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
+    public struct NotServing: Error, CustomStringConvertible {
+        public let description: String
     }
 
     public func kill(_ member: Int) {
@@ -81,10 +117,10 @@ public final class StoreCluster: @unchecked Sendable {
     /// (etcdctl logs retries on standard error). Output goes to files, not pipes: a member process
     /// started meanwhile by another thread would inherit a pipe's write end and the read would
     /// never see its end.
-    public func etcdctl(_ arguments: [String], endpoints: String? = nil, input: String? = nil) throws -> (status: Int32, output: String, stdout: String) {
+    public func etcdctl(_ arguments: [String], endpoints: String? = nil, input: String? = nil, commandTimeout: Int = 10) throws -> (status: Int32, output: String, stdout: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/etcdctl")
-        process.arguments = ["--endpoints=\(endpoints ?? self.endpoints)", "--dial-timeout=3s", "--command-timeout=10s"] + arguments
+        process.arguments = ["--endpoints=\(endpoints ?? self.endpoints)", "--dial-timeout=3s", "--command-timeout=\(commandTimeout)s"] + arguments
         process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
         let output = try OutputFiles(root: root)
         process.standardOutput = output.stdout

@@ -5,21 +5,13 @@ import Testing
 /// Debian's etcdctl 3.4 against a 3-member raftkube store of separate processes.
 @Suite("etcdctl against raftkube store", .serialized)
 struct EtcdctlTests {
-    static func waitUntilServing(_ cluster: StoreCluster) throws {
-        for _ in 0..<100 {
-            if (try? cluster.etcdctl(["put", "ready", "yes"]))?.status == 0 { return }
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-        Issue.record("the store never accepted a write")
-    }
-
     @Test("A scripted etcdctl session: put, get (prefix, rev, limit, sort, keys-only), del, txn, status, members, health, compaction")
     func etcdctlSession() throws {
         #expect(FileManager.default.isExecutableFile(atPath: "/usr/bin/etcdctl"), "etcdctl is missing: apt-get install etcd-client (.ci/run does)")
         let cluster = try StoreCluster(name: "etcdctl")
         defer { cluster.tearDown() }
         try cluster.start()
-        try Self.waitUntilServing(cluster)
+        try cluster.waitUntilServing()
 
         func run(_ arguments: String..., endpoints: String? = nil, input: String? = nil) throws -> String {
             let (status, output, _) = try cluster.etcdctl(arguments, endpoints: endpoints, input: input)
@@ -68,7 +60,7 @@ struct EtcdctlTests {
         let cluster = try StoreCluster(name: "watch")
         defer { cluster.tearDown() }
         try cluster.start()
-        try Self.waitUntilServing(cluster)
+        try cluster.waitUntilServing()
         // Revision 2 is the readiness probe; these are 3 and 4.
         #expect(try cluster.etcdctl(["put", "w/a", "1"]).status == 0)
         #expect(try cluster.etcdctl(["put", "w/b", "2"]).status == 0)
@@ -93,7 +85,7 @@ struct EtcdctlTests {
         let cluster = try StoreCluster(name: "lease")
         defer { cluster.tearDown() }
         try cluster.start()
-        try Self.waitUntilServing(cluster)
+        try cluster.waitUntilServing()
         func leaseID(_ output: String) -> String? {
             output.split(separator: " ").dropFirst().first.map(String.init)
         }
@@ -130,7 +122,7 @@ struct EtcdctlTests {
         let cluster = try StoreCluster(name: "bad")
         defer { cluster.tearDown() }
         try cluster.start()
-        try Self.waitUntilServing(cluster)
+        try cluster.waitUntilServing()
         let future = try cluster.etcdctl(["get", "ready", "--rev=999"])
         #expect(future.status != 0)
         #expect(future.output.contains("etcdserver: mvcc: required revision is a future revision"))
@@ -149,7 +141,7 @@ struct EtcdctlTests {
         let cluster = try StoreCluster(name: "kill")
         defer { cluster.tearDown() }
         try cluster.start()
-        try Self.waitUntilServing(cluster)
+        try cluster.waitUntilServing()
         for value in 0..<20 { #expect(try cluster.etcdctl(["put", "k\(value)", "v\(value)"]).status == 0) }
         let table = try cluster.etcdctl(["endpoint", "status"]).output
         let leaderLine = table.split(separator: "\n").first { $0.contains(", true,") }

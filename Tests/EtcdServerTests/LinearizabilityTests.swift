@@ -31,10 +31,7 @@ struct StoreLinearizabilityTests {
         let cluster = try StoreCluster(name: "jepsen")
         defer { cluster.tearDown() }
         try cluster.start()
-        for _ in 0..<100 {
-            if (try? cluster.etcdctl(["put", "ready", "yes"]))?.status == 0 { break }
-            Thread.sleep(forTimeInterval: 0.2)
-        }
+        try cluster.waitUntilServing()
         let recorder = Recorder()
         let keys = ["k0", "k1", "k2"]
         let deadline = Date().addingTimeInterval(20)
