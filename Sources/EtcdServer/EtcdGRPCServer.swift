@@ -18,7 +18,11 @@ public struct EtcdGRPCServer: Service {
 
     public func run() async throws {
         let server = GRPCServer(
-            transport: .http2NIOPosix(address: .ipv4(host: host, port: port), transportSecurity: .plaintext),
+            transport: .http2NIOPosix(
+                address: .ipv4(host: host, port: port), transportSecurity: .plaintext,
+                // etcd's limit: the request limit plus 512 KiB of gRPC overhead; past it gRPC
+                // refuses the message, below it and past the request limit the store does.
+                config: .defaults { $0.rpc.maxRequestPayloadSize = member.requestBytesMax + 512 * 1024 }),
             services: [
                 KVService(member: member), WatchService(member: member), LeaseService(member: member, keeper: leases),
                 MaintenanceService(member: member), ClusterService(member: member),

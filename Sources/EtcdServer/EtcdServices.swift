@@ -45,7 +45,7 @@ struct KVService: Etcdserverpb_KV.SimpleServiceProtocol {
     }
 }
 
-/// The parts of etcd's Maintenance service that exist so far: Status and HashKV.
+/// etcd's Maintenance service.
 struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     let member: StoreMember
 
@@ -86,27 +86,62 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         return result
     }
 
+    /// Rewrites this member's database file compactly (SQLite `VACUUM`), as etcd's defragment
+    /// does for its bbolt file. Local to the member asked, like etcd's.
     func defragment(request: Etcdserverpb_DefragmentRequest, context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {
-        throw RPCError(code: .unimplemented, message: "etcdserver: Defragment is not implemented yet")
+        try member.stateMachine.defragment()
+        var result = Etcdserverpb_DefragmentResponse()
+        result.header = await header()
+        return result
     }
 
+    /// The CRC-32C of this member's whole keyspace at its current revision (what HashKV with
+    /// revision 0 computes). Like etcd's Hash, meant for tests and checks.
     func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {
-        throw RPCError(code: .unimplemented, message: "etcdserver: Hash is not implemented yet (use HashKV)")
+        guard case .success(let response) = try member.stateMachine.read({ try $0.hashKV(revision: 0) }) else { throw member.unexpected() }
+        var result = Etcdserverpb_HashResponse()
+        result.header = Convert.header(response.header, await member.headerContext())
+        result.hash = response.hash
+        return result
     }
 
+    /// Streams a consistent copy of the member's database (an SQLite file) in 32 KiB chunks, each
+    /// saying how many bytes remain, followed by its SHA-256, as etcd streams its bbolt file for
+    /// `etcdctl snapshot save` (which refuses a stream without the checksum).
     func snapshot(request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext) async throws {
-        throw RPCError(code: .unimplemented, message: "etcdserver: Snapshot is not implemented yet")
+        let data = SnapshotFile.withChecksum(try member.stateMachine.databaseCopy())
+        let header = await header()
+        var offset = 0
+        repeat {
+            let end = min(offset + Self.snapshotChunkBytes, data.count)
+            var chunk = Etcdserverpb_SnapshotResponse()
+            chunk.header = header
+            chunk.blob = Data(data[offset..<end])
+            chunk.remainingBytes = UInt64(data.count - end)
+            try await response.write(chunk)
+            offset = end
+        } while offset < data.count
     }
+
+    static let snapshotChunkBytes = 32 * 1024
 
     func moveLeader(request: Etcdserverpb_MoveLeaderRequest, context: ServerContext) async throws -> Etcdserverpb_MoveLeaderResponse {
-        do {
-            try await member.runtime.transferLeadership(to: request.targetID)
-        } catch {
-            throw RPCError(code: .failedPrecondition, message: "etcdserver: \(error)")
+        try await member.onLeader {
+            let status = try await member.runtime.status()
+            guard status.membership.isVoter(request.targetID) else {
+                throw RPCError(code: .failedPrecondition, message: "etcdserver: bad leader transferee")
+            }
+            try await member.runtimeCall { try await member.runtime.transferLeadership(to: request.targetID) }
+            var result = Etcdserverpb_MoveLeaderResponse()
+            result.header = await header()
+            return result
+        } forward: { client in
+            try await Etcdserverpb_Maintenance.Client(wrapping: client).moveLeader(request)
         }
-        var result = Etcdserverpb_MoveLeaderResponse()
-        result.header = Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
-        return result
+    }
+
+    func header() async -> Etcdserverpb_ResponseHeader {
+        Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
     }
 
     func downgrade(request: Etcdserverpb_DowngradeRequest, context: ServerContext) async throws -> Etcdserverpb_DowngradeResponse {
@@ -114,39 +149,110 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 }
 
-/// etcd's Cluster service: the member list (membership changes through it come later).
+/// etcd's Cluster service. Membership changes run on the leader (a follower forwards them to
+/// it) one at a time through the Raft log; names and URLs are replicated member attributes.
 struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
     let member: StoreMember
 
     func memberList(request: Etcdserverpb_MemberListRequest, context: ServerContext) async throws -> Etcdserverpb_MemberListResponse {
-        let status = try await member.runtime.status()
+        if request.linearizable { try await member.barrier() }
         var result = Etcdserverpb_MemberListResponse()
-        result.header = Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
-        result.members = status.membership.members.map { id in
-            var entry = Etcdserverpb_Member()
-            entry.id = id
-            entry.name = member.names[id] ?? ""
-            if let peer = member.peerURLs[id] { entry.peerUrls = [peer] }
-            if let client = member.clientURLs[id] { entry.clientUrls = [client] }
-            entry.isLearner = status.membership.isLearner(id)
-            return entry
-        }
+        result.members = try await member.members()
+        result.header = await header()
         return result
     }
 
     func memberAdd(request: Etcdserverpb_MemberAddRequest, context: ServerContext) async throws -> Etcdserverpb_MemberAddResponse {
-        throw RPCError(code: .unimplemented, message: "etcdserver: MemberAdd is not implemented yet")
+        try await member.onLeader {
+            let addresses = request.peerUrls.map { StoreMember.address(ofURL: $0) }
+            guard let first = request.peerUrls.first, let address = addresses.first ?? nil, !addresses.contains(where: { $0 == nil }) else {
+                throw RPCError(code: .invalidArgument, message: "etcdserver: given member URLs are invalid")
+            }
+            let existing = try await member.members()
+            if existing.contains(where: { !Set($0.peerUrls).isDisjoint(with: request.peerUrls) }) {
+                throw RPCError(code: .failedPrecondition, message: "etcdserver: Peer URLs already exists")
+            }
+            let id = StoreMember.memberID(peerURL: first, clusterToken: member.clusterToken)
+            if existing.contains(where: { $0.id == id }) {
+                throw RPCError(code: .failedPrecondition, message: "etcdserver: member ID already exist")
+            }
+            // A stale record of an earlier member with this ID goes first; the new one has no
+            // name until the member starts and publishes it, as etcd shows it.
+            _ = try await member.write(.memberAttributes(MemberAttributes(id: id, name: "", peerURLs: [], clientURLs: [], removed: true)))
+            try await member.runtimeCall {
+                if request.isLearner {
+                    try await member.runtime.addLearner(id, address: address)
+                } else {
+                    try await member.runtime.addVoter(id, address: address)
+                }
+            }
+            _ = try await member.write(.memberAttributes(MemberAttributes(id: id, name: "", peerURLs: request.peerUrls, clientURLs: [])))
+            var result = Etcdserverpb_MemberAddResponse()
+            result.members = try await member.members()
+            result.member = result.members.first { $0.id == id } ?? Etcdserverpb_Member()
+            result.header = await header()
+            return result
+        } forward: { client in
+            try await Etcdserverpb_Cluster.Client(wrapping: client).memberAdd(request)
+        }
     }
 
     func memberRemove(request: Etcdserverpb_MemberRemoveRequest, context: ServerContext) async throws -> Etcdserverpb_MemberRemoveResponse {
-        throw RPCError(code: .unimplemented, message: "etcdserver: MemberRemove is not implemented yet")
+        try await member.onLeader {
+            guard try await member.members().contains(where: { $0.id == request.id }) else {
+                throw RPCError(code: .notFound, message: "etcdserver: member not found")
+            }
+            if request.id != member.runtime.id {
+                _ = try await member.write(.memberAttributes(MemberAttributes(id: request.id, name: "", peerURLs: [], clientURLs: [], removed: true)))
+            }
+            try await member.runtimeCall { try await member.runtime.remove(request.id) }
+            var result = Etcdserverpb_MemberRemoveResponse()
+            result.members = try await member.members()
+            result.header = await header()
+            return result
+        } forward: { client in
+            try await Etcdserverpb_Cluster.Client(wrapping: client).memberRemove(request)
+        }
     }
 
     func memberUpdate(request: Etcdserverpb_MemberUpdateRequest, context: ServerContext) async throws -> Etcdserverpb_MemberUpdateResponse {
-        throw RPCError(code: .unimplemented, message: "etcdserver: MemberUpdate is not implemented yet")
+        try await member.onLeader {
+            guard try await member.members().contains(where: { $0.id == request.id }) else {
+                throw RPCError(code: .notFound, message: "etcdserver: member not found")
+            }
+            guard !request.peerUrls.isEmpty, request.peerUrls.allSatisfy({ StoreMember.address(ofURL: $0) != nil }) else {
+                throw RPCError(code: .invalidArgument, message: "etcdserver: given member URLs are invalid")
+            }
+            // Every member points its transport at the new address when it applies this.
+            _ = try await member.write(.memberAttributes(MemberAttributes(id: request.id, name: "", peerURLs: request.peerUrls, clientURLs: [])))
+            var result = Etcdserverpb_MemberUpdateResponse()
+            result.members = try await member.members()
+            result.header = await header()
+            return result
+        } forward: { client in
+            try await Etcdserverpb_Cluster.Client(wrapping: client).memberUpdate(request)
+        }
     }
 
     func memberPromote(request: Etcdserverpb_MemberPromoteRequest, context: ServerContext) async throws -> Etcdserverpb_MemberPromoteResponse {
-        throw RPCError(code: .unimplemented, message: "etcdserver: MemberPromote is not implemented yet")
+        try await member.onLeader {
+            guard let target = try await member.members().first(where: { $0.id == request.id }) else {
+                throw RPCError(code: .notFound, message: "etcdserver: member not found")
+            }
+            guard target.isLearner else {
+                throw RPCError(code: .failedPrecondition, message: "etcdserver: can only promote a learner member")
+            }
+            try await member.runtimeCall { try await member.runtime.promote(request.id) }
+            var result = Etcdserverpb_MemberPromoteResponse()
+            result.members = try await member.members()
+            result.header = await header()
+            return result
+        } forward: { client in
+            try await Etcdserverpb_Cluster.Client(wrapping: client).memberPromote(request)
+        }
+    }
+
+    func header() async -> Etcdserverpb_ResponseHeader {
+        Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
     }
 }

@@ -63,6 +63,16 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
         try lock.withLock { try store.restore(from: data) }
     }
 
+    /// A consistent copy of the database as an SQLite file (for `snapshot save`).
+    public func databaseCopy() throws -> [UInt8] {
+        try lock.withLock { try store.snapshotData() }
+    }
+
+    /// Rewrites the database file compactly.
+    public func defragment() throws {
+        try lock.withLock { try store.vacuum() }
+    }
+
     public var durableAppliedIndex: UInt64 {
         lock.withLock { store.appliedIndex }
     }

@@ -30,14 +30,26 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
         return result
     }
 
+    /// Keep-alives are answered on the leader, which keeps time for leases; a follower forwards
+    /// each one to the leader, as etcd does.
     func leaseKeepAlive(request: RPCAsyncSequence<Etcdserverpb_LeaseKeepAliveRequest, any Error>, response: RPCWriter<Etcdserverpb_LeaseKeepAliveResponse>, context: ServerContext) async throws {
         for try await keepAlive in request {
-            let ttl = try await keeper.renew(keepAlive.id)
-            var answer = Etcdserverpb_LeaseKeepAliveResponse()
-            answer.header = Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
-            answer.id = keepAlive.id
-            // TTL 0 tells the client the lease is gone, as etcd does.
-            answer.ttl = ttl ?? 0
+            let answer = try await member.onLeader {
+                let ttl = try await keeper.renew(keepAlive.id)
+                var answer = Etcdserverpb_LeaseKeepAliveResponse()
+                answer.header = Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
+                answer.id = keepAlive.id
+                // TTL 0 tells the client the lease is gone, as etcd does.
+                answer.ttl = ttl ?? 0
+                return answer
+            } forward: { client in
+                try await Etcdserverpb_Lease.Client(wrapping: client).leaseKeepAlive { writer in
+                    try await writer.write(keepAlive)
+                } onResponse: { answers in
+                    for try await answer in answers.messages { return answer }
+                    throw RPCError(code: .unavailable, message: "etcdserver: the leader closed the keep-alive stream")
+                }
+            }
             try await response.write(answer)
         }
     }

@@ -1,29 +1,53 @@
+import EtcdAPI
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import KVStore
 import Raft
 import RaftRuntime
 
 /// One store member: the Raft runtime, the keyspace it drives, and what the etcd services need
-/// to answer (names and URLs of members, request limits).
+/// to answer (who the members are, request limits).
 public struct StoreMember: Sendable {
     public let runtime: RaftRuntime
     public let stateMachine: KVStateMachine
     public let clusterID: UInt64
-    public let names: [NodeID: String]
-    public let peerURLs: [NodeID: String]
-    public let clientURLs: [NodeID: String]
+    /// Mixed into member IDs, so that two clusters never share one (etcd's `--initial-cluster-token`).
+    public let clusterToken: String
+    /// This member's name and URLs, which it publishes through the log when it starts.
+    public let attributes: MemberAttributes
+    /// Names and peer URLs of the members given at bootstrap, shown until they publish their own.
+    public let initialMembers: [NodeID: MemberAttributes]
     public let watches: WatchBroker
     /// etcd's default request limit (1.5 MiB).
     public var requestBytesMax = 3 << 19
+    /// How often an idle watch created with progress_notify hears the current revision (etcd's
+    /// `--experimental-watch-progress-notify-interval`, 10 minutes by default).
+    public var watchProgressNotifyInterval: Duration = .seconds(600)
 
-    public init(runtime: RaftRuntime, stateMachine: KVStateMachine, watches: WatchBroker, clusterID: UInt64, names: [NodeID: String], peerURLs: [NodeID: String], clientURLs: [NodeID: String]) {
+    public init(runtime: RaftRuntime, stateMachine: KVStateMachine, watches: WatchBroker, clusterID: UInt64, clusterToken: String,
+                attributes: MemberAttributes, initialMembers: [NodeID: MemberAttributes]) {
         self.runtime = runtime
         self.watches = watches
         self.stateMachine = stateMachine
         self.clusterID = clusterID
-        self.names = names
-        self.peerURLs = peerURLs
-        self.clientURLs = clientURLs
+        self.clusterToken = clusterToken
+        self.attributes = attributes
+        self.initialMembers = initialMembers
+    }
+
+    /// A member's ID: FNV-1a of its peer URL and the cluster token, as etcd derives IDs from the
+    /// same two. Every member and the member itself compute it alike, so a new member started
+    /// with `--initial-cluster-state existing` knows the ID its adder gave it.
+    public static func memberID(peerURL: String, clusterToken: String) -> NodeID {
+        let hash = Array((peerURL + "\u{0}" + clusterToken).utf8).reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
+        return hash == 0 ? 1 : hash
+    }
+
+    /// `host:port` of a URL such as `http://127.0.0.1:2380`, or nil when it is not one.
+    public static func address(ofURL url: String) -> PeerAddress? {
+        var text = Substring(url)
+        for scheme in ["http://", "https://"] where text.hasPrefix(scheme) { text = text.dropFirst(scheme.count) }
+        return PeerAddress(String(text.split(separator: "/", omittingEmptySubsequences: false).first ?? ""))
     }
 
     func headerContext() async -> HeaderContext {
@@ -55,8 +79,81 @@ public struct StoreMember: Sendable {
         }
     }
 
+    /// Runs a runtime call, answering its failure with etcd's status.
+    func runtimeCall<Result: Sendable>(_ body: () async throws -> Result) async throws -> Result {
+        do {
+            return try await body()
+        } catch let error as RaftRuntimeError {
+            throw Self.status(error)
+        }
+    }
+
     func unexpected() -> RPCError {
         RPCError(code: .internalError, message: "etcdserver: unexpected response")
+    }
+
+    /// Publishes this member's name and URLs through the log, retrying until it is applied (a
+    /// member has no leader to propose through for a while after it starts).
+    func publish() async {
+        while !Task.isCancelled {
+            if (try? await write(.memberAttributes(attributes))) != nil { return }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    // MARK: - Members
+
+    /// Every member of the Raft configuration with what is known of it: its published
+    /// attributes, else what bootstrap said, else the peer address the runtime knows.
+    func members() async throws -> [Etcdserverpb_Member] {
+        let status = try await runtime.status()
+        let published = Dictionary(try stateMachine.read { try $0.members() }.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+        let addresses = await runtime.peerAddresses()
+        return status.membership.members.map { id in
+            var entry = Etcdserverpb_Member()
+            entry.id = id
+            let record = published[id]
+            let initial = initialMembers[id]
+            entry.name = [record?.name, initial?.name].compactMap { $0 }.first { !$0.isEmpty } ?? ""
+            entry.peerUrls = [record?.peerURLs, initial?.peerURLs].compactMap { $0 }.first { !$0.isEmpty }
+                ?? addresses[id].map { ["http://\($0)"] } ?? []
+            entry.clientUrls = record?.clientURLs ?? (id == runtime.id ? attributes.clientURLs : [])
+            entry.isLearner = status.membership.isLearner(id)
+            return entry
+        }
+    }
+
+    /// Runs `local` on the leader; on a follower, `forward` with a client connected to the
+    /// leader's client URL (membership changes, leader moves and lease keep-alives must run on
+    /// the leader, as in etcd).
+    func onLeader<Result: Sendable>(
+        _ local: () async throws -> Result,
+        forward: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        let status = try await runtime.status()
+        if status.role == .leader { return try await local() }
+        let target = try leaderAddress(status.leader)
+        do {
+            return try await withGRPCClient(
+                transport: try .http2NIOPosix(target: .dns(host: target.host, port: target.port), transportSecurity: .plaintext)
+            ) { client in
+                try await forward(client)
+            }
+        } catch let error as RPCError {
+            // The leader's status, without the metadata of its response: passing that on as our
+            // own trailers would break the client's HTTP/2 stream.
+            throw RPCError(code: error.code, message: error.message)
+        }
+    }
+
+    /// The client address of `leader`, from its published attributes.
+    func leaderAddress(_ leader: NodeID) throws -> PeerAddress {
+        guard leader != noNode else { throw Self.status(.noLeader) }
+        let published = try stateMachine.read { try $0.members() }
+        guard let url = published.first(where: { $0.id == leader })?.clientURLs.first, let address = Self.address(ofURL: url) else {
+            throw RPCError(code: .unavailable, message: "etcdserver: the leader's client URL is not known yet")
+        }
+        return address
     }
 
     /// etcd's status codes and messages for the runtime's errors.
@@ -69,6 +166,7 @@ public struct StoreMember: Sendable {
         case .stopped: RPCError(code: .unavailable, message: "etcdserver: server stopped")
         case .proposalDropped: RPCError(code: .unavailable, message: "etcdserver: request cancelled")
         case .notMember: RPCError(code: .failedPrecondition, message: "etcdserver: the member has been permanently removed from the cluster")
+        case .learnerNotCaughtUp: RPCError(code: .failedPrecondition, message: "etcdserver: can only promote a learner member which is in sync with leader")
         case .rejected(let reason): RPCError(code: .failedPrecondition, message: "etcdserver: \(reason)")
         }
     }

@@ -13,6 +13,9 @@ public final class WatchBroker: @unchecked Sendable {
     private var wakeups: [Int: AsyncStream<Void>.Continuation] = [:]
     private var cancellations: [Int: [(id: Int64, reason: WatchHub.CancelReason)]] = [:]
     private var nextStream = 1
+    /// The revision of the last batch handed to the hub: every event at or below it is either
+    /// delivered or buffered in the hub.
+    private var publishedRevision: Int64 = 0
 
     public init(bufferedEventsMax: Int = 1024, watchersMax: Int = 100_000) {
         hub = WatchHub(bufferedEventsMax: bufferedEventsMax, watchersMax: watchersMax)
@@ -81,6 +84,7 @@ public final class WatchBroker: @unchecked Sendable {
     /// Delivers the events of one apply and wakes every stream.
     public func publish(_ events: [WatchEvent], revision: Int64) {
         let streams = lock.withLock {
+            publishedRevision = max(publishedRevision, revision)
             hub.publish(events, revision: revision)
             routeCancellations()
             return Array(wakeups.values)
@@ -102,6 +106,28 @@ public final class WatchBroker: @unchecked Sendable {
             let cancelled = cancellations.removeValue(forKey: stream) ?? []
             return (events, cancelled, catchingUp)
         }
+    }
+
+    /// The revision up to which `stream`'s watchers in `ids` have been sent every event, for a
+    /// progress notification, and which of them may be told so now: those with nothing buffered
+    /// and no history left to replay (others are told once they are). `all` asks about every
+    /// watcher of the stream (a client's progress request).
+    func progress(stream: Int, ids: Set<Int64>?) -> (revision: Int64, ready: [Int64], allReady: Bool) {
+        lock.withLock {
+            var ready: [Int64] = []
+            var allReady = true
+            for (id, owner) in owners.sorted(by: { $0.key < $1.key }) where owner == stream {
+                let synced = !hub.isCatchingUp(id) && !hub.hasBuffered(id)
+                if !synced { allReady = false }
+                if synced, ids?.contains(id) ?? true { ready.append(id) }
+            }
+            return (publishedRevision, ready, allReady)
+        }
+    }
+
+    /// Records the store's revision at start, before anything is published.
+    public func start(at revision: Int64) {
+        lock.withLock { publishedRevision = max(publishedRevision, revision) }
     }
 
     private func routeCancellations() {

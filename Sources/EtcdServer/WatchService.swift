@@ -16,20 +16,54 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         func write(_ response: Etcdserverpb_WatchResponse) async throws { try await writer.write(response) }
     }
 
+    /// Progress notifications owed on one stream. They are sent by the delivering task, after
+    /// the events they vouch for, never beside it.
+    final class Progress: @unchecked Sendable {
+        // Guarded by `lock`.
+        private let lock = NSLock()
+        private var notifyIDs: Set<Int64> = []
+        private var periodicDue = false
+        private var requested = false
+
+        func watch(_ id: Int64) { lock.withLock { _ = notifyIDs.insert(id) } }
+        func unwatch(_ id: Int64) { lock.withLock { _ = notifyIDs.remove(id) } }
+        func tick() -> Bool { lock.withLock { periodicDue = !notifyIDs.isEmpty; return periodicDue } }
+        func request() { lock.withLock { requested = true } }
+
+        /// What is owed now, and clears it.
+        func take() -> (periodic: Set<Int64>?, requested: Bool) {
+            lock.withLock {
+                defer { periodicDue = false }
+                return (periodicDue ? notifyIDs : nil, requested)
+            }
+        }
+
+        /// A client's request that could not be answered yet (a watcher still catching up).
+        func stillRequested() { lock.withLock { requested = true } }
+    }
+
     func watch(request: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>, response: RPCWriter<Etcdserverpb_WatchResponse>, context: ServerContext) async throws {
         let broker = member.watches
         let (stream, wakeups) = broker.openStream()
         defer { broker.closeStream(stream) }
         let writer = Writer(response)
+        let progress = Progress()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await _ in wakeups {
-                    try await self.deliver(stream: stream, writer: writer)
+                    try await self.deliver(stream: stream, writer: writer, progress: progress)
+                }
+            }
+            group.addTask {
+                // Watches created with progress_notify hear the revision every interval when idle.
+                while true {
+                    try await Task.sleep(for: self.member.watchProgressNotifyInterval)
+                    if progress.tick() { broker.wake(stream) }
                 }
             }
             group.addTask {
                 for try await message in request {
-                    try await self.handle(message, stream: stream, writer: writer)
+                    try await self.handle(message, stream: stream, writer: writer, progress: progress)
                 }
                 // The client closed its side: end the stream.
                 throw CancellationError()
@@ -46,7 +80,7 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
     }
 
-    private func handle(_ message: Etcdserverpb_WatchRequest, stream: Int, writer: Writer) async throws {
+    private func handle(_ message: Etcdserverpb_WatchRequest, stream: Int, writer: Writer, progress: Progress) async throws {
         switch message.requestUnion {
         case .createRequest(let create):
             let registration = WatchHub.Registration(
@@ -58,6 +92,7 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
             if let id {
                 answer.watchID = id
                 answer.created = true
+                if create.progressNotify { progress.watch(id) }
             } else {
                 answer.watchID = -1
                 answer.created = true
@@ -68,17 +103,17 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
             member.watches.wake(stream)
         case .cancelRequest(let cancel):
             member.watches.cancel(cancel.watchID)
+            progress.unwatch(cancel.watchID)
         case .progressRequest:
-            var answer = Etcdserverpb_WatchResponse()
-            answer.header = await header()
-            answer.watchID = -1
-            try await writer.write(answer)
+            // Answered by the delivering task once every watcher of the stream is in step.
+            progress.request()
+            member.watches.wake(stream)
         case nil:
             break
         }
     }
 
-    private func deliver(stream: Int, writer: Writer) async throws {
+    private func deliver(stream: Int, writer: Writer, progress: Progress) async throws {
         var drained = member.watches.drain(stream: stream)
         while true {
             for (id, events) in drained.events {
@@ -104,9 +139,35 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
                 }
                 try await writer.write(answer)
             }
-            guard drained.catchingUp else { return }
+            guard drained.catchingUp else { break }
             try member.stateMachine.read { store in try member.watches.catchUp(store: store) }
             drained = member.watches.drain(stream: stream)
+        }
+        try await sendProgress(stream: stream, writer: writer, progress: progress)
+    }
+
+    /// Progress notifications: an empty response whose header revision promises that every event
+    /// at or below it has been sent. Periodic ones go to each idle progress_notify watch by ID; a
+    /// client's request is answered once for the whole stream with watch ID -1, as etcd does.
+    private func sendProgress(stream: Int, writer: Writer, progress: Progress) async throws {
+        let owed = progress.take()
+        guard owed.periodic != nil || owed.requested else { return }
+        let state = member.watches.progress(stream: stream, ids: owed.periodic ?? [])
+        var answer = Etcdserverpb_WatchResponse()
+        answer.header = Convert.header(ResponseHeader(revision: state.revision), await member.headerContext())
+        if owed.periodic != nil {
+            for id in state.ready {
+                answer.watchID = id
+                try await writer.write(answer)
+            }
+        }
+        if owed.requested {
+            if state.allReady {
+                answer.watchID = -1
+                try await writer.write(answer)
+            } else {
+                progress.stillRequested()
+            }
         }
     }
 

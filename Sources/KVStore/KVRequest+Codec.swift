@@ -8,6 +8,7 @@ public enum KVCodecError: Error, Sendable, Hashable, CustomStringConvertible {
     case countTooLarge(field: String, count: Int)
     case nestingTooDeep(limit: Int)
     case trailingBytes(count: Int)
+    case invalidText(field: String)
 
     public var description: String {
         switch self {
@@ -18,6 +19,7 @@ public enum KVCodecError: Error, Sendable, Hashable, CustomStringConvertible {
         case .countTooLarge(let field, let count): "\(field) count \(count) exceeds the bytes left"
         case .nestingTooDeep(let limit): "txns nested deeper than \(limit)"
         case .trailingBytes(let count): "\(count) bytes after the end of the request"
+        case .invalidText(let field): "\(field) is not valid UTF-8"
         }
     }
 }
@@ -110,6 +112,11 @@ struct BinaryReader {
         return count
     }
 
+    mutating func readText(field: String) throws(KVCodecError) -> String {
+        guard let text = String(validating: try readBytes(), as: UTF8.self) else { throw .invalidText(field: field) }
+        return text
+    }
+
     mutating func readBytes() throws(KVCodecError) -> [UInt8] {
         let count = try readCount(field: "bytes", elementBytesMin: 1)
         defer { offset += count }
@@ -162,6 +169,15 @@ extension KVRequest {
             for id in request.ids {
                 writer.write(id)
             }
+        case .memberAttributes(let member):
+            writer.write(UInt8(9))
+            writer.write(Int64(bitPattern: member.id))
+            writer.write(Array(member.name.utf8))
+            for list in [member.peerURLs, member.clientURLs] {
+                writer.writeCount(list.count)
+                for url in list { writer.write(Array(url.utf8)) }
+            }
+            writer.write(member.removed)
         }
         return writer.bytes
     }
@@ -197,6 +213,17 @@ extension KVRequest {
                 ids.append(try reader.readInt64())
             }
             request = .leaseExpire(LeaseExpireRequest(ids: ids))
+        case 9:
+            let id = UInt64(bitPattern: try reader.readInt64())
+            let name = try reader.readText(field: "member name")
+            var lists: [[String]] = []
+            for field in ["peer URLs", "client URLs"] {
+                let count = try reader.readCount(field: field, elementBytesMin: 4)
+                var urls: [String] = []
+                for _ in 0..<count { urls.append(try reader.readText(field: field)) }
+                lists.append(urls)
+            }
+            request = .memberAttributes(MemberAttributes(id: id, name: name, peerURLs: lists[0], clientURLs: lists[1], removed: try reader.readBool()))
         default:
             throw .invalidTag(field: "request", tag: tag)
         }

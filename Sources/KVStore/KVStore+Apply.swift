@@ -68,6 +68,9 @@ extension KVStore {
             }
             return .leaseExpire(LeaseExpireResponse(header: ResponseHeader(revision: state.currentRevision),
                                                     revoked: revoked))
+        case .memberAttributes(let member):
+            try saveMember(member)
+            return .memberAttributes(ResponseHeader(revision: state.currentRevision))
         }
     }
 

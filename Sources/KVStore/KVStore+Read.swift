@@ -266,6 +266,49 @@ extension KVStore {
         return crc.value
     }
 
+    // MARK: - Members
+
+    /// The published attributes of every member, by ID. URLs are stored space-separated (a URL
+    /// has no spaces).
+    public func members() throws -> [MemberAttributes] {
+        let statement = try database.statement("SELECT id, name, peer_urls, client_urls FROM members ORDER BY id")
+        defer { statement.reset() }
+        var members: [MemberAttributes] = []
+        while try statement.step() {
+            func urls(_ column: Int32) -> [String] {
+                String(decoding: statement.bytes(column), as: UTF8.self).split(separator: " ").map(String.init)
+            }
+            members.append(MemberAttributes(
+                id: UInt64(bitPattern: statement.int64(0)), name: String(decoding: statement.bytes(1), as: UTF8.self),
+                peerURLs: urls(2), clientURLs: urls(3)))
+        }
+        return members
+    }
+
+    func saveMember(_ member: MemberAttributes) throws {
+        let id = Int64(bitPattern: member.id)
+        if member.removed {
+            let statement = try database.statement("DELETE FROM members WHERE id = ?1")
+            try statement.bind(1, id)
+            try statement.run()
+            return
+        }
+        // Fields left empty keep what is recorded: a member's publish of its name and client
+        // URLs keeps the peer URLs its adder recorded, and the other way round.
+        let statement = try database.statement("""
+            INSERT INTO members (id, name, peer_urls, client_urls) VALUES (?1, ?2, ?3, ?4)
+            ON CONFLICT (id) DO UPDATE SET
+                name = CASE WHEN excluded.name = '' THEN name ELSE excluded.name END,
+                peer_urls = CASE WHEN excluded.peer_urls = '' THEN peer_urls ELSE excluded.peer_urls END,
+                client_urls = CASE WHEN excluded.client_urls = '' THEN client_urls ELSE excluded.client_urls END
+            """)
+        try statement.bind(1, id)
+        try statement.bind(2, member.name)
+        try statement.bind(3, member.peerURLs.joined(separator: " "))
+        try statement.bind(4, member.clientURLs.joined(separator: " "))
+        try statement.run()
+    }
+
     // MARK: - Leases
 
     func leaseStatus(_ id: Int64) throws -> LeaseStatus? {

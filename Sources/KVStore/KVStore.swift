@@ -116,6 +116,12 @@ public final class KVStore {
                 key BLOB NOT NULL,
                 PRIMARY KEY (lease, key)
             ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS members (
+                id INTEGER PRIMARY KEY,
+                name TEXT NOT NULL,
+                peer_urls TEXT NOT NULL,
+                client_urls TEXT NOT NULL
+            );
             INSERT OR IGNORE INTO meta (name, value) VALUES
                 ('schema_version', \(KVStore.schemaVersion)),
                 ('current_revision', 1),
@@ -209,6 +215,11 @@ public final class KVStore {
     }
 
     // MARK: - Snapshots
+
+    /// Rewrites the database file without free pages (etcd's defragment).
+    public func vacuum() throws {
+        try database.execute("VACUUM")
+    }
 
     /// A consistent copy of the whole database (data, leases, revisions and applied index), as
     /// the bytes of an SQLite file in rollback-journal mode.

@@ -409,6 +409,8 @@ public enum KVRequest: Sendable, Hashable {
     case leaseRevoke(LeaseRevokeRequest)
     case leaseCheckpoint(LeaseCheckpointRequest)
     case leaseExpire(LeaseExpireRequest)
+    /// A member's name and URLs (etcd's "publish"), kept beside the keyspace.
+    case memberAttributes(MemberAttributes)
 }
 
 /// What applying one ``KVRequest`` produced. A request that etcd would reject produces
@@ -424,6 +426,8 @@ public enum KVResponse: Sendable, Hashable {
     /// Checkpoints change no revision; the header is the current one.
     case leaseCheckpoint(ResponseHeader)
     case leaseExpire(LeaseExpireResponse)
+    /// Member attributes change no revision; the header is the current one.
+    case memberAttributes(ResponseHeader)
     case error(KVError)
 
     /// The store revision the response reports (the current one for errors is not known here: 0).
@@ -438,8 +442,33 @@ public enum KVResponse: Sendable, Hashable {
         case .leaseRevoke(let response): response.header.revision
         case .leaseCheckpoint(let header): header.revision
         case .leaseExpire(let response): response.header.revision
+        case .memberAttributes(let header): header.revision
         case .error: 0
         }
+    }
+}
+
+// MARK: - Members
+
+/// What the cluster knows of one member besides its Raft role: its name and URLs, as etcd's
+/// member list shows them. A member publishes its own name and client URLs when it starts; the
+/// member that adds another records its peer URLs first (with no name, as etcd shows a member
+/// that has not started). Replicated through the log so every member can list every other.
+/// Changes no revision and no key.
+public struct MemberAttributes: Sendable, Hashable {
+    public var id: UInt64
+    public var name: String
+    public var peerURLs: [String]
+    public var clientURLs: [String]
+    /// Removes the record instead (after the member leaves the cluster).
+    public var removed: Bool
+
+    public init(id: UInt64, name: String, peerURLs: [String], clientURLs: [String], removed: Bool = false) {
+        self.id = id
+        self.name = name
+        self.peerURLs = peerURLs
+        self.clientURLs = clientURLs
+        self.removed = removed
     }
 }
 

@@ -144,6 +144,11 @@ public struct WatchHub: Sendable {
         }
     }
 
+    /// Whether `id` has events waiting to be taken.
+    public func hasBuffered(_ id: Int64) -> Bool {
+        !(watchers[id]?.buffer.isEmpty ?? true)
+    }
+
     /// Whether a watcher is still catching up on history.
     public func isCatchingUp(_ id: Int64) -> Bool {
         watchers[id].map { !$0.live } ?? false

@@ -267,6 +267,20 @@ public actor RaftRuntime: Service {
         try await changeMembership(MembershipChange(.addLearner, node: node, context: Array(address.description.utf8)))
     }
 
+    /// Adds `node` (reachable at `address`) as a voter at once. Leader only. Prefer a learner
+    /// and `promote` for a member with much to catch up.
+    public func addVoter(_ node: NodeID, address: PeerAddress) async throws {
+        try await changeMembership(MembershipChange(.addVoter, node: node, context: Array(address.description.utf8)))
+    }
+
+    /// Points this member's transport at a new address for `node` (a peer that moved). Local:
+    /// whoever changes it replicates the change to every member by its own means.
+    public func setPeerAddress(_ node: NodeID, address: PeerAddress) {
+        guard node != id, registry[node] != address else { return }
+        registry[node] = address
+        transport.setPeer(node, host: address.host, port: address.port)
+    }
+
     public func promote(_ node: NodeID) async throws {
         try await changeMembership(MembershipChange(.promoteLearner, node: node))
     }

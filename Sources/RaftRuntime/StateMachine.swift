@@ -43,6 +43,8 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
     case overloaded(reason: String)
     /// The entry was replaced by another leader's before it committed; it will never apply.
     case proposalDropped
+    /// A learner too far behind the leader to be promoted yet.
+    case learnerNotCaughtUp(String)
     case rejected(String)
 
     public var description: String {
@@ -55,7 +57,7 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
         case .tooLarge(let bytes, let limit): "request of \(bytes) bytes is larger than the limit of \(limit)"
         case .overloaded(let reason): "too many requests: \(reason)"
         case .proposalDropped: "proposal dropped: leadership changed before it committed"
-        case .rejected(let reason): reason
+        case .learnerNotCaughtUp(let reason), .rejected(let reason): reason
         }
     }
 
@@ -65,6 +67,7 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
         case .noLeader: self = .noLeader
         case .entryTooLarge(let bytes, let limit): self = .tooLarge(bytes: bytes, limit: limit)
         case .uncommittedBytesExceeded, .tooManyPendingReads: self = .overloaded(reason: error.description)
+        case .learnerNotCaughtUp: self = .learnerNotCaughtUp(error.description)
         default: self = .rejected(error.description)
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EtcdServer
+import KVStore
 import Foundation
 import Logging
 import Raft
@@ -31,40 +32,62 @@ struct StoreCommand: AsyncParsableCommand {
     @Option(help: "new (bootstrap the listed members) or existing.")
     var initialClusterState: String = "new"
 
+    @Option(help: "Client URL to tell other members and clients (default: --listen-client-urls).")
+    var advertiseClientUrls: String?
+
+    @Option(help: "Peer URL to tell other members (default: --listen-peer-urls); must be this member's entry in --initial-cluster.")
+    var initialAdvertisePeerUrls: String?
+
+    @Option(help: "Mixed into member and cluster IDs, so that two clusters never share them.")
+    var initialClusterToken: String = "etcd-cluster"
+
+    @Option(help: "How often idle watches created with progress_notify hear the revision, e.g. 10m, 5s, 500ms.")
+    var experimentalWatchProgressNotifyInterval: String = "10m"
+
     @Option(help: "Milliseconds per Raft tick.")
     var heartbeatInterval: Int = 100
 
-    struct Endpoint {
-        var host: String
-        var port: Int
-    }
-
-    static func endpoint(_ url: String, option: String) throws -> Endpoint {
-        var text = Substring(url)
-        for scheme in ["http://", "https://"] where text.hasPrefix(scheme) { text = text.dropFirst(scheme.count) }
-        guard let address = PeerAddress(String(text.split(separator: "/").first ?? "")) else {
+    static func endpoint(_ url: String, option: String) throws -> PeerAddress {
+        guard let address = StoreMember.address(ofURL: url) else {
             throw ValidationError("\(option): '\(url)' is not a URL like http://127.0.0.1:2379")
         }
-        return Endpoint(host: address.host, port: address.port)
+        return address
+    }
+
+    /// An etcd-style duration: a number and one of ms, s, m, h.
+    static func duration(_ text: String) -> Duration? {
+        for (suffix, milliseconds) in [("ms", 1.0), ("s", 1_000.0), ("m", 60_000.0), ("h", 3_600_000.0)] where text.hasSuffix(suffix) {
+            guard let value = Double(text.dropLast(suffix.count)), value.isFinite, value >= 0 else { return nil }
+            return .milliseconds(Int64(value * milliseconds))
+        }
+        return nil
     }
 
     func run() async throws {
         guard ["new", "existing"].contains(initialClusterState) else { throw ValidationError("--initial-cluster-state must be new or existing") }
         let client = try Self.endpoint(listenClientUrls, option: "--listen-client-urls")
         let peer = try Self.endpoint(listenPeerUrls, option: "--listen-peer-urls")
-        var names: [NodeID: String] = [:]
-        var peerURLs: [NodeID: String] = [:]
+        let advertisedPeer = initialAdvertisePeerUrls ?? listenPeerUrls
+        let advertisedClient = advertiseClientUrls ?? listenClientUrls
+        _ = try Self.endpoint(advertisedPeer, option: "--initial-advertise-peer-urls")
+        _ = try Self.endpoint(advertisedClient, option: "--advertise-client-urls")
+        // Member IDs come from peer URLs and the token, as etcd's do, so a member added later by
+        // `member add` and started with --initial-cluster-state existing knows its own.
+        var initialMembers: [NodeID: MemberAttributes] = [:]
         var peers: [NodeID: PeerAddress] = [:]
         var myID: NodeID?
-        for (position, item) in initialCluster.split(separator: ",").enumerated() {
+        for item in initialCluster.split(separator: ",") {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--initial-cluster: '\(item)' is not name=URL") }
-            let id = NodeID(position + 1)
-            let endpoint = try Self.endpoint(parts[1], option: "--initial-cluster")
-            names[id] = parts[0]
-            peerURLs[id] = parts[1]
-            peers[id] = PeerAddress(host: endpoint.host, port: endpoint.port)
-            if parts[0] == name { myID = id }
+            let id = StoreMember.memberID(peerURL: parts[1], clusterToken: initialClusterToken)
+            peers[id] = try Self.endpoint(parts[1], option: "--initial-cluster")
+            initialMembers[id] = MemberAttributes(id: id, name: parts[0], peerURLs: [parts[1]], clientURLs: [])
+            if parts[0] == name {
+                guard parts[1] == advertisedPeer else {
+                    throw ValidationError("--initial-cluster gives \(name) the peer URL \(parts[1]), but this member advertises \(advertisedPeer)")
+                }
+                myID = id
+            }
         }
         guard let id = myID else { throw ValidationError("--name \(name) is not in --initial-cluster") }
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
@@ -75,6 +98,9 @@ struct StoreCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "raftkube.store")
         logger[metadataKey: "member"] = "\(name)"
+        guard let progressInterval = Self.duration(experimentalWatchProgressNotifyInterval), progressInterval > .zero else {
+            throw ValidationError("--experimental-watch-progress-notify-interval: '\(experimentalWatchProgressNotifyInterval)' is not a duration like 10m, 5s or 500ms")
+        }
         let watches = WatchBroker()
         let stateMachine = try KVStateMachine(path: dataDir + "/kv.sqlite") { events, revision in
             watches.publish(events, revision: revision)
@@ -85,11 +111,15 @@ struct StoreCommand: AsyncParsableCommand {
         configuration.heartbeatIntervalMs = heartbeatInterval
         let runtime = RaftRuntime(configuration: configuration, stateMachine: stateMachine, logger: logger)
         // The cluster ID is derived from the initial member list, so every member agrees on it.
-        let clusterID = initialCluster.utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
-        let member = StoreMember(runtime: runtime, stateMachine: stateMachine, watches: watches, clusterID: clusterID, names: names, peerURLs: peerURLs, clientURLs: [id: listenClientUrls])
+        let clusterID = StoreMember.memberID(peerURL: initialCluster, clusterToken: initialClusterToken)
+        let attributes = MemberAttributes(id: id, name: name, peerURLs: [advertisedPeer], clientURLs: [advertisedClient])
+        watches.start(at: stateMachine.read { $0.currentRevision })
+        var member = StoreMember(runtime: runtime, stateMachine: stateMachine, watches: watches, clusterID: clusterID,
+                                 clusterToken: initialClusterToken, attributes: attributes, initialMembers: initialMembers)
+        member.watchProgressNotifyInterval = progressInterval
         let leases = LeaseKeeper(member: member, extensionMs: Int64(heartbeatInterval * 10))
         let api = EtcdGRPCServer(member: member, leases: leases, host: client.host, port: client.port)
-        let group = ServiceGroup(services: [runtime, leases, api], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let group = ServiceGroup(services: [runtime, leases, api, MemberPublisher(member: member)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 }

@@ -33,6 +33,8 @@ import Testing
         .leaseCheckpoint(LeaseCheckpointRequest(checkpoints: [LeaseCheckpoint(id: 1, remainingTTL: 2)])),
         .leaseCheckpoint(LeaseCheckpointRequest(checkpoints: [])),
         .leaseExpire(LeaseExpireRequest(ids: [3, 1, 2])),
+        .memberAttributes(MemberAttributes(id: UInt64.max, name: "m1", peerURLs: ["http://a:1", "http://b:2"], clientURLs: ["http://a:3"])),
+        .memberAttributes(MemberAttributes(id: 7, name: "", peerURLs: [], clientURLs: [], removed: true)),
     ]
 
     @Test(arguments: samples)

@@ -146,4 +146,21 @@ import Testing
         #expect(next.remainingTTL(id: long, nowMs: 0) == 22)
         #expect(store.store.currentRevision == revision + 1, "checkpoints are not writes")
     }
+
+    @Test func memberAttributesMergeKeepNoRevisionAndSurviveSnapshots() throws {
+        let store = try TestStore()
+        // The adder records peer URLs only; the member's own publish adds its name and client URLs.
+        try store.apply(.memberAttributes(MemberAttributes(id: 9, name: "", peerURLs: ["http://127.0.0.1:2380"], clientURLs: [])))
+        #expect(try store.store.members() == [MemberAttributes(id: 9, name: "", peerURLs: ["http://127.0.0.1:2380"], clientURLs: [])])
+        let published = try store.apply(.memberAttributes(MemberAttributes(id: 9, name: "m9", peerURLs: [], clientURLs: ["http://127.0.0.1:2379", "http://10.0.0.1:2379"])))
+        #expect(published.headerRevision == 1, "member attributes change no revision")
+        let expected = MemberAttributes(id: 9, name: "m9", peerURLs: ["http://127.0.0.1:2380"], clientURLs: ["http://127.0.0.1:2379", "http://10.0.0.1:2379"])
+        #expect(try store.store.members() == [expected])
+        try store.apply(.memberAttributes(MemberAttributes(id: 3, name: "m3", peerURLs: ["http://h:1"], clientURLs: ["http://h:2"])))
+        let copy = try TestStore()
+        try copy.store.restore(from: try store.store.snapshotData())
+        #expect(try copy.store.members().map(\.id) == [3, 9])
+        try store.apply(.memberAttributes(MemberAttributes(id: 3, name: "", peerURLs: [], clientURLs: [], removed: true)))
+        #expect(try store.store.members() == [expected])
+    }
 }
