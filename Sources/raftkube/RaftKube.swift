@@ -15,7 +15,7 @@ struct RaftKube: AsyncParsableCommand {
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rerunnable benchmarks; figures go in docs/benchmarks.md.",
-        subcommands: [RaftCore.self, RaftSimulator.self, RaftRuntime.self])
+        subcommands: [RaftCore.self, RaftSimulator.self, RaftRuntime.self, Put.self, Range.self, Txn.self, Watch.self])
 }
 
 extension Bench {
