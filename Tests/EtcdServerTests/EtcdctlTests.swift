@@ -46,6 +46,10 @@ struct EtcdctlTests {
         let members = try run("member", "list")
         #expect(members.split(separator: "\n").count == 3)
         #expect(try run("endpoint", "health").components(separatedBy: "is healthy").count - 1 == 3)
+        // --cluster finds every member's client URL through the member list.
+        let clusterHealth = try run("endpoint", "health", "--cluster", endpoints: "127.0.0.1:\(cluster.clientPort(2))")
+        #expect((1...3).allSatisfy { clusterHealth.contains("http://127.0.0.1:\(cluster.clientPort($0)) is healthy") }, "\(clusterHealth)")
+        #expect(try run("endpoint", "status", "--cluster", endpoints: "127.0.0.1:\(cluster.clientPort(1))").split(separator: "\n").count == 3)
         // Compaction: reads below it fail with etcd's error.
         let revision = try run("get", "foo", "-w", "fields").split(separator: "\n").first { $0.contains("\"Revision\"") }.map { $0.split(separator: ":").last!.trimmingCharacters(in: .whitespaces) }
         let current = try #require(revision.flatMap { Int($0) })
@@ -134,6 +138,18 @@ struct EtcdctlTests {
         #expect(unknownLease.output.contains("etcdserver: requested lease not found"))
         // Nothing above wrote: only the readiness probe exists.
         #expect(try cluster.etcdctl(["get", "", "--prefix", "--keys-only"]).output.trimmingCharacters(in: .whitespacesAndNewlines) == "ready")
+    }
+
+    @Test("etcdctl check perf --load=s passes (60 s of 150 writes/s from 50 clients)")
+    func checkPerf() throws {
+        let cluster = try StoreCluster(name: "perf")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try cluster.waitUntilServing()
+        let result = try cluster.etcdctl(["check", "perf", "--load=s"], commandTimeout: 120)
+        let verdict = result.stdout.split(separator: "\n").filter { $0.hasPrefix("PASS") || $0.hasPrefix("FAIL") }
+        #expect(result.status == 0 && verdict.last == "PASS", "\(verdict.joined(separator: "\n"))\n\(result.output.suffix(300))")
+        print("check perf --load=s: \(verdict.joined(separator: "; "))")
     }
 
     @Test("Acknowledged writes survive the SIGKILL of the leader")

@@ -26,7 +26,13 @@ struct StoreLinearizabilityTests {
         func snapshot() -> (KeyValueHistory, [String: Int]) { lock.withLock { (history, counts) } }
     }
 
-    @Test("get/put/compare-and-set histories stay linearizable while members are killed")
+    /// The hex member ID of some follower, from `endpoint status`.
+    static func follower(_ cluster: StoreCluster) -> String? {
+        guard let status = try? cluster.etcdctl(["endpoint", "status"], commandTimeout: 3) else { return nil }
+        return status.stdout.split(separator: "\n").map { $0.components(separatedBy: ", ") }.first { $0.count > 4 && $0[4] == "false" }?[1]
+    }
+
+    @Test("get/put/compare-and-set histories stay linearizable while members are killed and the leader is moved")
     func linearizableUnderKills() throws {
         let cluster = try StoreCluster(name: "jepsen")
         defer { cluster.tearDown() }
@@ -79,10 +85,15 @@ struct StoreLinearizabilityTests {
                 }
             }
         }
-        // The nemesis: kill a member every 3 s, bring it back 1.5 s later.
+        // The nemesis: every 3 s, either kill a member (back 1.5 s later) or move the leadership.
         var kills = 0
+        var moves = 0
         while Date() < deadline.addingTimeInterval(-4) {
             Thread.sleep(forTimeInterval: 3)
+            if (kills + moves) % 3 == 2, let target = Self.follower(cluster) {
+                if (try? cluster.etcdctl(["move-leader", target], commandTimeout: 3))?.output.contains("Leadership transferred") == true { moves += 1 }
+                continue
+            }
             let victim = 1 + kills % 3
             cluster.kill(victim)
             kills += 1
@@ -91,7 +102,7 @@ struct StoreLinearizabilityTests {
         }
         group.wait()
         let (history, counts) = recorder.snapshot()
-        #expect(kills >= 4)
+        #expect(kills >= 3 && moves >= 1, "kills=\(kills) moves=\(moves)")
         #expect((counts["get"] ?? 0) > 30 && (counts["put"] ?? 0) > 30 && (counts["cas"] ?? 0) > 10, "too few operations: \(counts)")
         let verdict = history.check()
         if verdict.result != .linearizable, let key = verdict.key {
@@ -101,6 +112,6 @@ struct StoreLinearizabilityTests {
             try? lines.joined(separator: "\n").write(toFile: NSTemporaryDirectory() + "raftkube-nonlinearizable-\(key).txt", atomically: true, encoding: .utf8)
         }
         #expect(verdict.result == .linearizable, "key \(verdict.key ?? "?") is not linearizable; operations: \(counts)")
-        print("linearizability: kills=\(kills) operations=\(counts) verdict=\(verdict.result)")
+        print("linearizability: kills=\(kills) leader-moves=\(moves) operations=\(counts) verdict=\(verdict.result)")
     }
 }

@@ -93,5 +93,13 @@ struct WatchProgressTests {
         #expect(Set(seen).count == seen.count, "an event was delivered twice: \(seen)")
         // Every acknowledged write, in write order (a timed-out put may also appear: it may have applied).
         #expect(seen.filter { acknowledged.contains($0) } == acknowledged, "\(seen)")
+
+        // A watch resumed from a revision sees everything from it: here from lc/5's.
+        let fields = try cluster.etcdctl(["get", "lc/5", "-w", "fields"], endpoints: survivors).stdout
+        let revision = try #require(fields.split(separator: "\n").first { $0.hasPrefix("\"ModRevision\"") }.flatMap { Int($0.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)) })
+        let resumed = try cluster.etcdctlInBackground(["watch", "lc/", "--prefix", "--rev=\(revision)"], seconds: 3, endpoints: survivors)()
+        let resumedLines = resumed.split(separator: "\n").map(String.init)
+        let replayed = resumedLines.indices.filter { resumedLines[$0] == "PUT" && $0 + 1 < resumedLines.count }.map { resumedLines[$0 + 1] }
+        #expect(replayed.filter { acknowledged.contains($0) } == Array(acknowledged.suffix(5)), "\(replayed)")
     }
 }
