@@ -1,3 +1,5 @@
+import Checksums
+
 extension KVStore {
     /// The columns every version query selects, in this order.
     static let versionColumns = "key, revision, sub, tombstone, create_revision, version, value, lease"
@@ -217,7 +219,7 @@ extension KVStore {
         } catch {
             return .failure(error)
         }
-        var crc = CRC32C()
+        var crc = CRC32C.Running()
         crc.update(state.compactRevision)
         let statement = try database.statement("""
             SELECT \(KVStore.versionColumns) FROM kv WHERE revision <= ?1 ORDER BY key, revision DESC, sub DESC
@@ -245,7 +247,7 @@ extension KVStore {
         guard case .success(let kv) = try hashKV(revision: 0) else {
             preconditionFailure("the current revision is always readable")
         }
-        var crc = CRC32C()
+        var crc = CRC32C.Running()
         crc.update(Int64(kv.hash))
         crc.update(state.currentRevision)
         let leases = try database.statement("SELECT id, ttl, remaining_ttl FROM leases ORDER BY id")

@@ -1,3 +1,4 @@
+import Checksums
 import Raft
 @testable import RaftRuntime
 import Testing

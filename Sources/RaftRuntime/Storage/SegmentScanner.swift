@@ -1,3 +1,5 @@
+import Checksums
+
 /// Reads the records of one segment file and decides where its valid data ends: a pure function
 /// of the file's bytes, so that every torn or corrupt layout can be tested without a disk.
 ///

@@ -1,3 +1,4 @@
+import Checksums
 import Raft
 
 /// A snapshot on disk: `<data>/snap/<index>-<term>.snap` (16 hex digits each).

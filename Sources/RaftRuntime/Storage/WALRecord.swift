@@ -1,3 +1,4 @@
+import Checksums
 import Raft
 
 /// What a WAL record holds. The raw values are on disk: never renumber them.

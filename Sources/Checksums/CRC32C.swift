@@ -1,11 +1,11 @@
 /// CRC-32C (Castagnoli, reflected polynomial `0x82F63B78`), the checksum of every WAL record and
-/// snapshot file, computed in software with the slicing-by-8 tables.
+/// snapshot file and of etcd's `HashKV`, computed in software with the slicing-by-8 tables.
 ///
 /// `update(_:with:)` continues a checksum the way Go's `crc32.Update` does: the value returned for
 /// the first part of the input is the seed for the next part, so records can be chained (each
 /// record's checksum is seeded with the previous record's) and the chain breaks at a missing or
 /// reordered record.
-enum CRC32C {
+public enum CRC32C {
     static let polynomial: UInt32 = 0x82F6_3B78
 
     /// Eight tables of 256 entries, one after the other: table `k` gives the effect of a byte
@@ -27,7 +27,7 @@ enum CRC32C {
     }()
 
     /// The checksum of `bytes` continued from `crc` (0 for a fresh checksum).
-    static func update(_ crc: UInt32, with bytes: UnsafeRawBufferPointer) -> UInt32 {
+    public static func update(_ crc: UInt32, with bytes: UnsafeRawBufferPointer) -> UInt32 {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return crc }
         return tables.withUnsafeBufferPointer { table -> UInt32 in
             var value = ~crc
@@ -51,7 +51,7 @@ enum CRC32C {
     }
 
     /// The checksum of `bytes` continued from `crc`.
-    static func update(_ crc: UInt32, with bytes: some Collection<UInt8>) -> UInt32 {
+    public static func update(_ crc: UInt32, with bytes: some Collection<UInt8>) -> UInt32 {
         if let result = bytes.withContiguousStorageIfAvailable({ update(crc, with: UnsafeRawBufferPointer($0)) }) {
             return result
         }
@@ -59,7 +59,23 @@ enum CRC32C {
     }
 
     /// The checksum of `bytes` alone.
-    static func checksum(_ bytes: some Collection<UInt8>) -> UInt32 {
+    public static func checksum(_ bytes: some Collection<UInt8>) -> UInt32 {
         update(0, with: bytes)
+    }
+
+    /// A checksum fed piece by piece (byte strings, and integers as 8 big-endian bytes).
+    public struct Running: Sendable {
+        public private(set) var value: UInt32 = 0
+
+        public init() {}
+
+        public mutating func update(_ bytes: [UInt8]) {
+            value = CRC32C.update(value, with: bytes)
+        }
+
+        public mutating func update(_ number: Int64) {
+            let bits = UInt64(bitPattern: number)
+            update((0..<8).map { UInt8(truncatingIfNeeded: bits >> (56 - 8 * $0)) })
+        }
     }
 }
