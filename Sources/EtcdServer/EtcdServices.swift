@@ -91,7 +91,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     func defragment(request: Etcdserverpb_DefragmentRequest, context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {
         try member.stateMachine.defragment()
         var result = Etcdserverpb_DefragmentResponse()
-        result.header = await header()
+        result.header = await member.header()
         return result
     }
 
@@ -110,7 +110,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     /// `etcdctl snapshot save` (which refuses a stream without the checksum).
     func snapshot(request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext) async throws {
         let data = SnapshotFile.withChecksum(try member.stateMachine.databaseCopy())
-        let header = await header()
+        let header = await member.header()
         var offset = 0
         repeat {
             let end = min(offset + Self.snapshotChunkBytes, data.count)
@@ -133,15 +133,11 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
             }
             try await member.runtimeCall { try await member.runtime.transferLeadership(to: request.targetID) }
             var result = Etcdserverpb_MoveLeaderResponse()
-            result.header = await header()
+            result.header = await member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Maintenance.Client(wrapping: client).moveLeader(request)
         }
-    }
-
-    func header() async -> Etcdserverpb_ResponseHeader {
-        Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
     }
 
     func downgrade(request: Etcdserverpb_DowngradeRequest, context: ServerContext) async throws -> Etcdserverpb_DowngradeResponse {
@@ -158,7 +154,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
         if request.linearizable { try await member.barrier() }
         var result = Etcdserverpb_MemberListResponse()
         result.members = try await member.members()
-        result.header = await header()
+        result.header = await member.header()
         return result
     }
 
@@ -190,7 +186,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             var result = Etcdserverpb_MemberAddResponse()
             result.members = try await member.members()
             result.member = result.members.first { $0.id == id } ?? Etcdserverpb_Member()
-            result.header = await header()
+            result.header = await member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberAdd(request)
@@ -208,7 +204,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             try await member.runtimeCall { try await member.runtime.remove(request.id) }
             var result = Etcdserverpb_MemberRemoveResponse()
             result.members = try await member.members()
-            result.header = await header()
+            result.header = await member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberRemove(request)
@@ -227,7 +223,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             _ = try await member.write(.memberAttributes(MemberAttributes(id: request.id, name: "", peerURLs: request.peerUrls, clientURLs: [])))
             var result = Etcdserverpb_MemberUpdateResponse()
             result.members = try await member.members()
-            result.header = await header()
+            result.header = await member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberUpdate(request)
@@ -245,14 +241,10 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             try await member.runtimeCall { try await member.runtime.promote(request.id) }
             var result = Etcdserverpb_MemberPromoteResponse()
             result.members = try await member.members()
-            result.header = await header()
+            result.header = await member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberPromote(request)
         }
-    }
-
-    func header() async -> Etcdserverpb_ResponseHeader {
-        Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
     }
 }

@@ -37,7 +37,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
             let answer = try await member.onLeader {
                 let ttl = try await keeper.renew(keepAlive.id)
                 var answer = Etcdserverpb_LeaseKeepAliveResponse()
-                answer.header = Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
+                answer.header = await member.header()
                 answer.id = keepAlive.id
                 // TTL 0 tells the client the lease is gone, as etcd does.
                 answer.ttl = ttl ?? 0
@@ -67,7 +67,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
             result.keys = lease.keys.map { Data($0) }
         case .failure(.leaseNotFound):
             // etcd answers an unknown lease with TTL -1 rather than an error.
-            result.header = Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
+            result.header = await member.header()
             result.ttl = -1
         case .failure(let error):
             throw Convert.error(error)
@@ -78,7 +78,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     func leaseLeases(request: Etcdserverpb_LeaseLeasesRequest, context: ServerContext) async throws -> Etcdserverpb_LeaseLeasesResponse {
         let leases = try member.stateMachine.read { try $0.leases() }
         var result = Etcdserverpb_LeaseLeasesResponse()
-        result.header = Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
+        result.header = await member.header()
         result.leases = leases.map { lease in
             var status = Etcdserverpb_LeaseStatus()
             status.id = lease.id

@@ -50,6 +50,11 @@ public struct StoreMember: Sendable {
         return PeerAddress(String(text.split(separator: "/", omittingEmptySubsequences: false).first ?? ""))
     }
 
+    /// A response header at the current revision.
+    func header() async -> Etcdserverpb_ResponseHeader {
+        Convert.header(ResponseHeader(revision: stateMachine.read { $0.currentRevision }), await headerContext())
+    }
+
     func headerContext() async -> HeaderContext {
         let term = (try? await runtime.status().term) ?? 0
         return HeaderContext(clusterID: clusterID, memberID: runtime.id, raftTerm: term)

@@ -76,10 +76,6 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         }
     }
 
-    private func header() async -> Etcdserverpb_ResponseHeader {
-        Convert.header(ResponseHeader(revision: member.stateMachine.read { $0.currentRevision }), await member.headerContext())
-    }
-
     private func handle(_ message: Etcdserverpb_WatchRequest, stream: Int, writer: Writer, progress: Progress) async throws {
         switch message.requestUnion {
         case .createRequest(let create):
@@ -88,7 +84,7 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
                 prevKv: create.prevKv, noPut: create.filters.contains(.noput), noDelete: create.filters.contains(.nodelete))
             var answer = Etcdserverpb_WatchResponse()
             let id = try member.stateMachine.read { store in try member.watches.register(registration, stream: stream, store: store) }
-            answer.header = await header()
+            answer.header = await member.header()
             if let id {
                 answer.watchID = id
                 answer.created = true
@@ -118,14 +114,14 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         while true {
             for (id, events) in drained.events {
                 var answer = Etcdserverpb_WatchResponse()
-                answer.header = await header()
+                answer.header = await member.header()
                 answer.watchID = id
                 answer.events = events.map(Self.event)
                 try await writer.write(answer)
             }
             for (id, reason) in drained.cancelled {
                 var answer = Etcdserverpb_WatchResponse()
-                answer.header = await header()
+                answer.header = await member.header()
                 answer.watchID = id
                 answer.canceled = true
                 switch reason {
