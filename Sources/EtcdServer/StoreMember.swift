@@ -56,8 +56,7 @@ public struct StoreMember: Sendable {
     }
 
     func headerContext() async -> HeaderContext {
-        let term = (try? await runtime.status().term) ?? 0
-        return HeaderContext(clusterID: clusterID, memberID: runtime.id, raftTerm: term)
+        HeaderContext(clusterID: clusterID, memberID: runtime.id, raftTerm: runtime.observed.withLockedValue { $0.term })
     }
 
     /// Proposes a request through the log and returns the store's typed answer.

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Raft
@@ -15,6 +16,15 @@ import ServiceLifecycle
 /// All Raft state lives in this actor; the only blocking call it makes is the fsync.
 public actor RaftRuntime: Service {
     public nonisolated let id: NodeID
+    /// Term, leader and role as of the last Ready, readable without entering the actor (whose
+    /// turns include fsyncs): for response headers and routing decisions, not for safety.
+    public nonisolated let observed = NIOLockedValueBox(Observed())
+
+    public struct Observed: Sendable, Hashable {
+        public var term: UInt64 = 0
+        public var leader: NodeID = noNode
+        public var isLeader = false
+    }
     public nonisolated let configuration: RuntimeConfiguration
     let logger: Logger
     let stateMachine: any StateMachine
@@ -361,6 +371,10 @@ public actor RaftRuntime: Service {
         while raft.hasReady() && rounds < 1_000 {
             rounds += 1
             let ready = raft.ready()
+            if ready.hardState != nil || ready.softState != nil {
+                let now = Observed(term: raft.term, leader: raft.leader, isLeader: raft.role == .leader)
+                observed.withLockedValue { $0 = now }
+            }
             // The leader's appends go out while it writes to its own disk (thesis 10.2.1).
             transport.send(ready.messages)
             if let snapshot = ready.snapshot { try storage.applySnapshot(snapshot) }

@@ -79,6 +79,7 @@ struct EtcdLoadOptions: ParsableArguments {
     ) async throws -> LoadResult {
         let total = self.total
         let callers = clients
+        let retries = NIOLockedValueBox(0)
         return try await withClients { connections in
             let next = NIOLockedValueBox(0)
             let started = ContinuousClock.now
@@ -94,7 +95,7 @@ struct EtcdLoadOptions: ParsableArguments {
                             }
                             guard number < total else { return mine }
                             let begin = ContinuousClock.now
-                            try await operation(client, number)
+                            try await EtcdLoadOptions.retryingDroppedConnection(retries) { try await operation(client, number) }
                             mine.append((ContinuousClock.now - begin).milliseconds)
                         }
                     }
@@ -103,7 +104,27 @@ struct EtcdLoadOptions: ParsableArguments {
                 for try await part in group { all += part }
                 return all
             }
-            return LoadResult(name: name, seconds: (ContinuousClock.now - started).milliseconds / 1000, latenciesMs: latencies)
+            return LoadResult(name: name, seconds: (ContinuousClock.now - started).milliseconds / 1000, latenciesMs: latencies,
+                              retries: retries.withLockedValue { $0 })
+        }
+    }
+
+    /// Runs `call`, once more if the client dropped its connection under it. grpc-swift's client
+    /// closes a connection that receives 200 RST_STREAM frames in 10 s (its rapid-reset guard),
+    /// and etcd 3.4's gRPC server ends many unary calls with one, so a busy connection to etcd is
+    /// dropped every couple of hundred calls; the retried call's latency includes the reconnect,
+    /// and the count is reported.
+    static func retryingDroppedConnection(_ retries: NIOLockedValueBox<Int>, _ call: () async throws -> Void) async throws {
+        var attempt = 0
+        while true {
+            do {
+                return try await call()
+            } catch let error as RPCError where error.code == .unavailable && attempt < 100 {
+                // Until the client has its new connection ("subchannel isn't ready").
+                if attempt == 0 { retries.withLockedValue { $0 += 1 } }
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(1))
+            }
         }
     }
 }
@@ -112,6 +133,7 @@ struct LoadResult {
     var name: String
     var seconds: Double
     var latenciesMs: [Double]
+    var retries = 0
 
     func percentile(_ fraction: Double) -> Double {
         let sorted = latenciesMs.sorted()
@@ -122,7 +144,7 @@ struct LoadResult {
     var line: String {
         let rate = Double(latenciesMs.count) / max(seconds, 1e-9)
         func ms(_ value: Double) -> String { String(format: "%.2f", value) }
-        return "\(name): requests=\(latenciesMs.count) seconds=\(String(format: "%.2f", seconds)) requests-per-second=\(Int(rate)) p50-ms=\(ms(percentile(0.5))) p90-ms=\(ms(percentile(0.9))) p99-ms=\(ms(percentile(0.99)))"
+        return "\(name): requests=\(latenciesMs.count) seconds=\(String(format: "%.2f", seconds)) requests-per-second=\(Int(rate)) p50-ms=\(ms(percentile(0.5))) p90-ms=\(ms(percentile(0.9))) p99-ms=\(ms(percentile(0.99))) reconnects=\(retries)"
     }
 }
 
@@ -232,6 +254,7 @@ extension Bench {
             let starts = NIOLockedValueBox([Int: ContinuousClock.Instant]())
             let latencies = NIOLockedValueBox([Double]())
             let ready = NIOLockedValueBox(0)
+            let retries = NIOLockedValueBox(0)
             let total = load.total
             let started = ContinuousClock.now
             try await load.withClients { clients in
@@ -283,7 +306,7 @@ extension Bench {
                                 put.key = load.key(number, prefix: "w")
                                 put.value = load.value
                                 starts.withLockedValue { $0[number] = ContinuousClock.now }
-                                _ = try await kv.put(put)
+                                try await EtcdLoadOptions.retryingDroppedConnection(retries) { _ = try await kv.put(put) }
                             }
                         }
                     }
@@ -291,7 +314,7 @@ extension Bench {
                 }
             }
             let result = LoadResult(name: "watch(\(watcherCount) watchers)", seconds: (ContinuousClock.now - started).milliseconds / 1000,
-                                    latenciesMs: latencies.withLockedValue { $0 })
+                                    latenciesMs: latencies.withLockedValue { $0 }, retries: retries.withLockedValue { $0 })
             print(result.line.replacingOccurrences(of: "requests", with: "events"))
         }
     }

@@ -44,6 +44,9 @@ struct StoreCommand: AsyncParsableCommand {
     @Option(help: "How often idle watches created with progress_notify hear the revision, e.g. 10m, 5s, 500ms.")
     var experimentalWatchProgressNotifyInterval: String = "10m"
 
+    @Option(help: "Applied entries between snapshots of the keyspace (etcd's --snapshot-count).")
+    var snapshotCount: UInt64 = 100_000
+
     @Option(help: "Milliseconds per Raft tick.")
     var heartbeatInterval: Int = 100
 
@@ -109,6 +112,10 @@ struct StoreCommand: AsyncParsableCommand {
             id: id, dataDirectory: dataDir + "/raft", listen: PeerAddress(host: peer.host, port: peer.port),
             peers: peers, bootstrap: initialClusterState == "new")
         configuration.heartbeatIntervalMs = heartbeatInterval
+        // As etcd: a snapshot every --snapshot-count entries, keeping 5,000 entries behind it
+        // so a slightly lagging follower catches up from the log, not a whole snapshot.
+        configuration.snapshotIntervalEntries = snapshotCount
+        configuration.compactionMarginEntries = min(5_000, snapshotCount)
         let runtime = RaftRuntime(configuration: configuration, stateMachine: stateMachine, logger: logger)
         // The cluster ID is derived from the initial member list, so every member agrees on it.
         let clusterID = StoreMember.memberID(peerURL: initialCluster, clusterToken: initialClusterToken)
