@@ -11,6 +11,8 @@ public final class StoreCluster: @unchecked Sendable {
     private var processes: [Int: Process] = [:]
     /// Arguments added to every member's command line.
     public var extraArguments: [String] = []
+    /// Peer ports moved by `member update`, by member.
+    public var movedPeerPorts: [Int: Int] = [:]
 
     public init(name: String, count: Int = 3, binary: String = ProcessCluster.siblingBinary) throws {
         root = NSTemporaryDirectory() + "raftkube-store-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -22,7 +24,7 @@ public final class StoreCluster: @unchecked Sendable {
     }
 
     public func clientPort(_ member: Int) -> Int { basePort + member * 2 }
-    public func peerPort(_ member: Int) -> Int { basePort + member * 2 + 1 }
+    public func peerPort(_ member: Int) -> Int { movedPeerPorts[member] ?? basePort + member * 2 + 1 }
     public var endpoints: String { (1...count).map { "127.0.0.1:\(clientPort($0))" }.joined(separator: ",") }
 
     public func start() throws {

@@ -66,6 +66,34 @@ struct StoreCommand: AsyncParsableCommand {
         return nil
     }
 
+    /// The member ID recorded in `dataDir/member-id`, or `derived`, recorded there (durably)
+    /// when the directory has none yet.
+    static func memberID(dataDir: String, derived: NodeID) throws -> NodeID {
+        let path = dataDir + "/member-id"
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            guard let saved = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16), saved != 0 else {
+                throw ValidationError("\(path) does not hold a member ID (16 hex digits)")
+            }
+            return saved
+        }
+        let temporary = path + ".tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard descriptor >= 0 else { throw ValidationError("cannot write \(temporary): errno \(errno)") }
+        let text = Array(String(derived, radix: 16).utf8) + [10]
+        let written = text.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        let synced = fsync(descriptor)
+        close(descriptor)
+        guard written == text.count, synced == 0, rename(temporary, path) == 0 else {
+            throw ValidationError("cannot record the member ID in \(path): errno \(errno)")
+        }
+        let directory = open(dataDir, O_RDONLY | O_DIRECTORY)
+        if directory >= 0 {
+            _ = fsync(directory)
+            close(directory)
+        }
+        return derived
+    }
+
     func run() async throws {
         guard ["new", "existing"].contains(initialClusterState) else { throw ValidationError("--initial-cluster-state must be new or existing") }
         let client = try Self.endpoint(listenClientUrls, option: "--listen-client-urls")
@@ -92,8 +120,16 @@ struct StoreCommand: AsyncParsableCommand {
                 myID = id
             }
         }
-        guard let id = myID else { throw ValidationError("--name \(name) is not in --initial-cluster") }
+        guard let derivedID = myID else { throw ValidationError("--name \(name) is not in --initial-cluster") }
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        // The ID is fixed at the first start and kept in the data directory, as etcd keeps it:
+        // after `member update` changes this member's peer URL, the URL no longer derives it.
+        let id = try Self.memberID(dataDir: dataDir, derived: derivedID)
+        if id != derivedID, let address = peers.removeValue(forKey: derivedID), var attributes = initialMembers.removeValue(forKey: derivedID) {
+            peers[id] = address
+            attributes.id = id
+            initialMembers[id] = attributes
+        }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .info

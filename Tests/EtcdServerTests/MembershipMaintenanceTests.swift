@@ -90,6 +90,34 @@ struct MembershipMaintenanceTests {
         #expect(try Self.members(cluster, endpoints: survivors).count == 3)
     }
 
+    @Test("member update moves a member's peer URL; restarted on the new port it keeps its ID and rejoins")
+    func memberUpdate() throws {
+        let cluster = try StoreCluster(name: "update")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try cluster.waitUntilServing()
+        let id3 = try #require(try Self.members(cluster).first { $0[2] == "m3" }?[0])
+        // A port of this cluster's block that no member uses.
+        let newPort = cluster.clientPort(9) + 1
+        let update = try cluster.etcdctl(["member", "update", id3, "--peer-urls=http://127.0.0.1:\(newPort)"])
+        #expect(update.status == 0 && update.output.contains("updated in cluster"), "\(update.output)")
+        cluster.kill(3)
+        cluster.movedPeerPorts[3] = newPort
+        try cluster.start(3)
+        let endpoint3 = "127.0.0.1:\(cluster.clientPort(3))"
+        // Writes after the restart reach member 3 only through its new peer address.
+        #expect(try cluster.etcdctl(["put", "after-move", "yes"], endpoints: "127.0.0.1:\(cluster.clientPort(1))").status == 0)
+        let rejoined = try Self.eventually {
+            try cluster.etcdctl(["get", "after-move", "--consistency=s", "--print-value-only"], endpoints: endpoint3).stdout.contains("yes")
+        }
+        #expect(rejoined, "member 3 did not rejoin on its new peer URL\n\(cluster.diagnostics())")
+        let row = try #require(try Self.members(cluster).first { $0[0] == id3 })
+        #expect(row[2] == "m3" && row[3] == "http://127.0.0.1:\(newPort)", "\(row)")
+        #expect(try Self.members(cluster).count == 3)
+        let unknown = try cluster.etcdctl(["member", "update", "1234abcd", "--peer-urls=http://127.0.0.1:1"])
+        #expect(unknown.status != 0 && unknown.output.contains("etcdserver: member not found"), "\(unknown.output)")
+    }
+
     @Test("snapshot save gives a whole SQLite copy; defrag, hashkv, move-leader; oversized requests refused with etcd's errors")
     func maintenance() throws {
         let cluster = try StoreCluster(name: "maint")
