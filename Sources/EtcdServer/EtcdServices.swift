@@ -195,9 +195,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
 
     func memberRemove(request: Etcdserverpb_MemberRemoveRequest, context: ServerContext) async throws -> Etcdserverpb_MemberRemoveResponse {
         try await member.onLeader {
-            guard try await member.members().contains(where: { $0.id == request.id }) else {
-                throw RPCError(code: .notFound, message: "etcdserver: member not found")
-            }
+            _ = try await existingMember(request.id)
             if request.id != member.runtime.id {
                 _ = try await member.write(.memberAttributes(MemberAttributes(id: request.id, name: "", peerURLs: [], clientURLs: [], removed: true)))
             }
@@ -213,9 +211,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
 
     func memberUpdate(request: Etcdserverpb_MemberUpdateRequest, context: ServerContext) async throws -> Etcdserverpb_MemberUpdateResponse {
         try await member.onLeader {
-            guard try await member.members().contains(where: { $0.id == request.id }) else {
-                throw RPCError(code: .notFound, message: "etcdserver: member not found")
-            }
+            _ = try await existingMember(request.id)
             guard !request.peerUrls.isEmpty, request.peerUrls.allSatisfy({ StoreMember.address(ofURL: $0) != nil }) else {
                 throw RPCError(code: .invalidArgument, message: "etcdserver: given member URLs are invalid")
             }
@@ -230,11 +226,17 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
         }
     }
 
+    /// The member with `id`, or etcd's "member not found".
+    func existingMember(_ id: UInt64) async throws -> Etcdserverpb_Member {
+        guard let found = try await member.members().first(where: { $0.id == id }) else {
+            throw RPCError(code: .notFound, message: "etcdserver: member not found")
+        }
+        return found
+    }
+
     func memberPromote(request: Etcdserverpb_MemberPromoteRequest, context: ServerContext) async throws -> Etcdserverpb_MemberPromoteResponse {
         try await member.onLeader {
-            guard let target = try await member.members().first(where: { $0.id == request.id }) else {
-                throw RPCError(code: .notFound, message: "etcdserver: member not found")
-            }
+            let target = try await existingMember(request.id)
             guard target.isLearner else {
                 throw RPCError(code: .failedPrecondition, message: "etcdserver: can only promote a learner member")
             }
