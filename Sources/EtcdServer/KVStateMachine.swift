@@ -27,15 +27,22 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
     public func apply(_ commands: [AppliedCommand]) throws -> [[UInt8]] {
         var batch: [(index: UInt64, request: KVRequest)] = []
         batch.reserveCapacity(commands.count)
-        for command in commands {
+        // A snapshot sent by the leader holds its database as of sending, which may be past the
+        // snapshot's index: the commands in between are already in it (etcd's consistent index).
+        let held = lock.withLock { store.appliedIndex }
+        let fresh = commands.filter { $0.index > held }
+        // Responses travel by `takeResponse`; the runtime gets one empty answer per command.
+        let answers = [[UInt8]](repeating: [], count: commands.count)
+        guard !fresh.isEmpty else { return answers }
+        for command in fresh {
             // A command that does not decode was refused before proposing; keep every replica in
             // step by applying it as a no-op read of nothing.
             let request = (try? KVRequest.decode(command.data)) ?? .range(RangeRequest(key: [0]))
             batch.append((command.index, request))
         }
-        let (results, events, revision) = try lock.withLock { () throws -> ([KVResponse], [WatchEvent], Int64) in
+        let (events, revision) = try lock.withLock { () throws -> ([WatchEvent], Int64) in
             let results = try store.apply(batch)
-            for (position, command) in commands.enumerated() {
+            for (position, command) in fresh.enumerated() {
                 responses[command.index] = results[position]
                 responseOrder.append(command.index)
             }
@@ -44,10 +51,17 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
                 for index in responseOrder.prefix(excess) { responses[index] = nil }
                 responseOrder.removeFirst(excess)
             }
-            return (results, store.lastAppliedEvents, store.currentRevision)
+            return (store.lastAppliedEvents, store.currentRevision)
         }
         if !events.isEmpty { onEvents(events, revision) }
-        return results.map { _ in [] }
+        return answers
+    }
+
+    public func persist() throws -> UInt64? {
+        try lock.withLock {
+            try store.checkpoint()
+            return store.appliedIndex
+        }
     }
 
     /// The typed response of the command applied at `index`, once.

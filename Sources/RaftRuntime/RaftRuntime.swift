@@ -13,7 +13,9 @@ import ServiceLifecycle
 /// proposals that arrived meanwhile share that fsync), then the messages that promise durability,
 /// then committed entries are applied and waiting callers answered, then `advance`.
 ///
-/// All Raft state lives in this actor; the only blocking call it makes is the fsync.
+/// All Raft state lives in this actor, which never blocks on the disk: the fdatasync and the
+/// state machine's apply run on a thread of their own while the actor keeps stepping messages
+/// and taking proposals (which then share the next `Ready`'s fsync).
 public actor RaftRuntime: Service {
     public nonisolated let id: NodeID
     /// Term, leader and role as of the last Ready, readable without entering the actor (whose
@@ -33,6 +35,8 @@ public actor RaftRuntime: Service {
     let transportEvents: AsyncStream<TransportEvent>
     let wakeups: AsyncStream<Void>
     let wakeupContinuation: AsyncStream<Void>.Continuation
+    /// Runs the fdatasyncs and the state machine's work, one job at a time, off the actor.
+    let disk = NIOThreadPool(numberOfThreads: 1)
 
     var storage: DiskStorage?
     var raft: RaftNode<DiskStorage>?
@@ -58,7 +62,13 @@ public actor RaftRuntime: Service {
     var proposals: [UInt64: Waiter] = [:]
     /// Membership changes, keyed by their log index.
     var membershipChanges: [UInt64: Waiter] = [:]
-    var reads: [UInt64: (continuation: CheckedContinuation<Void, any Error>, deadlineTick: UInt64)] = [:]
+    typealias ReadWaiter = (continuation: CheckedContinuation<Void, any Error>, deadlineTick: UInt64)
+    /// Reads waiting for their ReadIndex round, by the round's request number. One round is in
+    /// flight at a time; reads arriving meanwhile wait in `readQueue` and share the next round
+    /// (one heartbeat exchange for all of them, as etcd's read loop does).
+    var reads: [UInt64: [ReadWaiter]] = [:]
+    var readQueue: [ReadWaiter] = []
+    var readRound: (request: UInt64, startTick: UInt64)?
     /// Read indexes granted and waiting for the state machine to reach them.
     var readsAwaitingApply: [ReadState] = []
     var transfers: [(target: NodeID, continuation: CheckedContinuation<Void, any Error>, deadlineTick: UInt64)] = []
@@ -81,6 +91,7 @@ public actor RaftRuntime: Service {
 
     /// Opens the log, starts listening and runs the loop until cancelled or shut down gracefully.
     public func run() async throws {
+        disk.start()
         try start()
         let port = try await transport.listen(host: configuration.listen.host, port: configuration.listen.port)
         logger.info("raft member started", metadata: ["id": "\(id)", "peer-port": "\(port)", "term": "\(raft?.term ?? 0)", "applied": "\(appliedIndex)"])
@@ -125,6 +136,7 @@ public actor RaftRuntime: Service {
         stopped = true
         failAll(RuntimeError.stopped)
         await transport.shutdown()
+        try? await disk.shutdownGracefully()
         storage?.close()
         raft = nil
         storage = nil
@@ -133,11 +145,13 @@ public actor RaftRuntime: Service {
     private func failAll(_ error: any Error) {
         for waiter in proposals.values { waiter.continuation.resume(throwing: error) }
         for waiter in membershipChanges.values { waiter.continuation.resume(throwing: error) }
-        for read in reads.values { read.continuation.resume(throwing: error) }
+        for read in reads.values.joined() + readQueue { read.continuation.resume(throwing: error) }
         for transfer in transfers { transfer.continuation.resume(throwing: error) }
         proposals = [:]
         membershipChanges = [:]
         reads = [:]
+        readQueue = []
+        readRound = nil
         readsAwaitingApply = []
         transfers = []
     }
@@ -155,12 +169,21 @@ public actor RaftRuntime: Service {
         let snapshot = try storage.snapshot()
         var smIndex = stateMachine.durableAppliedIndex
         if !snapshot.isEmpty {
-            let (snapshotRegistry, data) = try RuntimeSnapshot.decode(snapshot.data)
+            let (snapshotRegistry, content) = try RuntimeSnapshot.decode(snapshot.data)
             registry.merge(snapshotRegistry) { _, fromSnapshot in fromSnapshot }
-            if smIndex < snapshot.metadata.index {
-                try stateMachine.restore(data, index: snapshot.metadata.index)
-                smIndex = snapshot.metadata.index
+            switch content {
+            case .data(let data):
+                if smIndex < snapshot.metadata.index {
+                    try stateMachine.restore(data, index: snapshot.metadata.index)
+                }
+            case .heldByStateMachine(let durableIndex):
+                // The log before the snapshot is gone: the state machine's own storage must hold
+                // everything the snapshot promised.
+                guard smIndex >= durableIndex else {
+                    throw RuntimeError.rejected("the state machine's data is at index \(smIndex), behind the snapshot at \(snapshot.metadata.index) that relies on it (index \(durableIndex)): the state machine's files were lost or replaced")
+                }
             }
+            smIndex = max(smIndex, snapshot.metadata.index)
         }
         // Addresses carried by membership entries still in the log.
         let first = storage.firstIndex()
@@ -223,7 +246,7 @@ public actor RaftRuntime: Service {
 
     private func checkAccepting() throws {
         guard !stopped, raft != nil else { throw RuntimeError.stopped }
-        let pending = proposals.count + membershipChanges.count + reads.count + transfers.count
+        let pending = proposals.count + membershipChanges.count + reads.count + readQueue.count + transfers.count
         if pending >= configuration.pendingRequestsMax {
             throw RuntimeError.overloaded(reason: "\(pending) requests pending (limit \(configuration.pendingRequestsMax))")
         }
@@ -258,18 +281,30 @@ public actor RaftRuntime: Service {
     /// began (ReadIndex, thesis 6.4): a read served after it is linearizable.
     public func readBarrier() async throws {
         try checkAccepting()
+        let deadline = self.deadline
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            readQueue.append((continuation, deadline))
+            if readRound == nil { startReadRound() }
+        }
+    }
+
+    /// Asks Raft for one read index on behalf of every queued read.
+    private func startReadRound() {
+        guard !readQueue.isEmpty, let raft else { return }
         let request = nextRequest
         nextRequest += 1
         do {
-            try raft!.readIndex(context: request)
+            try raft.readIndex(context: request)
         } catch {
-            throw RuntimeError(error)
+            let failure = RuntimeError(error)
+            for read in readQueue { read.continuation.resume(throwing: failure) }
+            readQueue = []
+            return
         }
+        reads[request] = readQueue
+        readQueue = []
+        readRound = (request, tickCount)
         signal()
-        let deadline = self.deadline
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            reads[request] = (continuation, deadline)
-        }
     }
 
     /// Adds `node` (reachable at `address`) as a learner. Leader only.
@@ -352,9 +387,23 @@ public actor RaftRuntime: Service {
             membershipChanges[index] = nil
             waiter.continuation.resume(throwing: RuntimeError.timedOut)
         }
-        for (request, read) in reads where read.deadlineTick <= now {
-            reads[request] = nil
+        for (request, waiters) in reads {
+            let expired = waiters.filter { $0.deadlineTick <= now }
+            guard !expired.isEmpty else { continue }
+            for read in expired { read.continuation.resume(throwing: RuntimeError.timedOut) }
+            let left = waiters.filter { $0.deadlineTick > now }
+            reads[request] = left.isEmpty ? nil : left
+        }
+        readQueue.removeAll { read in
+            guard read.deadlineTick <= now else { return false }
             read.continuation.resume(throwing: RuntimeError.timedOut)
+            return true
+        }
+        // A round whose answer was lost (leader change, dropped message) must not hold back the
+        // reads queued behind it: after an election timeout the next round starts anyway.
+        if let round = readRound, reads[round.request] == nil || now - round.startTick >= UInt64(configuration.electionTimeoutTicks) {
+            readRound = nil
+            startReadRound()
         }
         transfers.removeAll { transfer in
             guard transfer.deadlineTick <= now else { return false }
@@ -365,10 +414,9 @@ public actor RaftRuntime: Service {
 
     // MARK: The loop
 
-    private func processReady() throws {
-        guard let raft, let storage else { return }
+    private func processReady() async throws {
         var rounds = 0
-        while raft.hasReady() && rounds < 1_000 {
+        while rounds < 1_000, let raft, let storage, raft.hasReady() {
             rounds += 1
             let ready = raft.ready()
             if ready.hardState != nil || ready.softState != nil {
@@ -376,69 +424,127 @@ public actor RaftRuntime: Service {
                 observed.withLockedValue { $0 = now }
             }
             // The leader's appends go out while it writes to its own disk (thesis 10.2.1).
-            transport.send(ready.messages)
+            send(ready.messages)
             if let snapshot = ready.snapshot { try storage.applySnapshot(snapshot) }
-            try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
+            // Written here, synced on the disk thread: until `advance`, nothing else writes the
+            // log, while the actor goes on stepping messages and queueing proposals.
+            try storage.save(hardState: ready.hardState, entries: ready.entries, sync: false)
+            let pendingSync = ready.mustSync ? storage.takeUnsynced() : nil
             for entry in ready.entries where entry.kind == .membershipChange {
                 if let change = MembershipChange.decode(entry.data) { learnAddress(change) }
             }
+            var restoring: (index: UInt64, registry: [NodeID: PeerAddress], data: [UInt8])?
+            if let snapshot = ready.snapshot {
+                let (snapshotRegistry, content) = try RuntimeSnapshot.decode(snapshot.data)
+                guard case .data(let data) = content else {
+                    throw RuntimeError.rejected("received a snapshot at \(snapshot.metadata.index) without its state machine data")
+                }
+                restoring = (snapshot.metadata.index, snapshotRegistry, data)
+            }
+            let commands = commands(in: ready.committedEntries)
+            let stateMachine = self.stateMachine
+            let restoreJob = restoring.map { ($0.index, $0.data) }
+            let responses = try await disk.runIfActive { () throws -> [[UInt8]] in
+                try pendingSync?.run()
+                if let (index, data) = restoreJob { try stateMachine.restore(data, index: index) }
+                return commands.isEmpty ? [] : try stateMachine.apply(commands.map(\.command))
+            }
             transport.send(ready.messagesAfterPersist)
-            if let snapshot = ready.snapshot { try restore(snapshot) }
-            try apply(ready.committedEntries)
+            if let restoring { restored(index: restoring.index, registry: restoring.registry) }
+            applied(ready.committedEntries, commands: commands, responses: responses)
             readsAwaitingApply += ready.readStates
             answerReads()
             if let soft = ready.softState { leadershipChanged(soft) }
             raft.advance(ready)
-            try maybeSnapshot()
+            try await maybeSnapshot()
         }
     }
 
-    private func restore(_ snapshot: Snapshot) throws {
-        let (snapshotRegistry, data) = try RuntimeSnapshot.decode(snapshot.data)
-        try stateMachine.restore(data, index: snapshot.metadata.index)
+    /// Sends `messages`, first filling in the state machine's data of snapshots that only refer
+    /// to it: a copy of the current state taken on a background thread, then sent on its own.
+    private func send(_ messages: [Message]) {
+        guard messages.contains(where: { $0.snapshot.map { RuntimeSnapshot.isHeldByStateMachine($0.data) } ?? false }) else {
+            transport.send(messages)
+            return
+        }
+        var direct: [Message] = []
+        for message in messages {
+            guard let snapshot = message.snapshot, RuntimeSnapshot.isHeldByStateMachine(snapshot.data) else {
+                direct.append(message)
+                continue
+            }
+            let stateMachine = self.stateMachine
+            let transport = self.transport
+            let logger = self.logger
+            Task {
+                do {
+                    let filled = try await NIOThreadPool.singleton.runIfActive { () throws -> Message in
+                        var filled = message
+                        let (registry, _) = try RuntimeSnapshot.decode(snapshot.data)
+                        filled.snapshot?.data = RuntimeSnapshot.encode(registry: registry, content: .data(try stateMachine.snapshot()))
+                        return filled
+                    }
+                    logger.info("sending snapshot", metadata: ["to": "\(message.to)", "index": "\(snapshot.metadata.index)", "bytes": "\(filled.snapshot?.data.count ?? 0)"])
+                    transport.send([filled])
+                } catch {
+                    logger.warning("cannot make snapshot data", metadata: ["to": "\(message.to)", "error": "\(error)"])
+                    await self.handle(.snapshotStatus(message.to, succeeded: false))
+                }
+            }
+        }
+        transport.send(direct)
+    }
+
+    private func restored(index: UInt64, registry snapshotRegistry: [NodeID: PeerAddress]) {
         for (node, address) in snapshotRegistry {
             registry[node] = address
             transport.setPeer(node, host: address.host, port: address.port)
         }
-        appliedIndex = snapshot.metadata.index
-        logger.info("restored snapshot", metadata: ["index": "\(snapshot.metadata.index)", "term": "\(snapshot.metadata.term)"])
+        appliedIndex = index
+        logger.info("restored snapshot", metadata: ["index": "\(index)"])
     }
 
-    private func apply(_ entries: [Entry]) throws {
+    /// A committed command for the state machine, with who proposed it.
+    struct PendingCommand: Sendable {
+        var command: AppliedCommand
+        var proposer: NodeID
+        var request: UInt64
+    }
+
+    private func commands(in entries: [Entry]) -> [PendingCommand] {
+        entries.compactMap { entry in
+            guard entry.kind == .normal, let envelope = CommandEnvelope.decode(entry.data) else { return nil }
+            return PendingCommand(command: AppliedCommand(index: entry.index, term: entry.term, data: envelope.payload),
+                                  proposer: envelope.proposer, request: envelope.request)
+        }
+    }
+
+    /// Bookkeeping after the state machine applied `commands` (of `entries`): membership, callers.
+    private func applied(_ entries: [Entry], commands: [PendingCommand], responses: [[UInt8]]) {
         guard !entries.isEmpty else { return }
-        var commands: [AppliedCommand] = []
-        var requests: [(proposer: NodeID, request: UInt64)] = []
-        for entry in entries {
-            switch entry.kind {
-            case .membershipChange:
-                if let change = MembershipChange.decode(entry.data) {
-                    learnAddress(change)
-                    if change.kind == .removeNode && change.node != id {
-                        registry[change.node] = nil
-                        transport.removePeer(change.node)
-                    }
-                }
-                if let waiter = membershipChanges.removeValue(forKey: entry.index) {
-                    if waiter.term == entry.term {
-                        waiter.continuation.resume(returning: AppliedResult(index: entry.index, term: entry.term, response: []))
-                    } else {
-                        waiter.continuation.resume(throwing: RuntimeError.proposalDropped)
-                    }
-                }
-            case .normal:
-                guard let envelope = CommandEnvelope.decode(entry.data) else { continue }
-                commands.append(AppliedCommand(index: entry.index, term: entry.term, data: envelope.payload))
-                requests.append((envelope.proposer, envelope.request))
-            }
-        }
-        let responses = commands.isEmpty ? [] : try stateMachine.apply(commands)
         precondition(responses.count == commands.count, "the state machine returned \(responses.count) responses for \(commands.count) commands")
-        for (position, command) in commands.enumerated() where requests[position].proposer == id {
-            if let waiter = proposals.removeValue(forKey: requests[position].request) {
-                waiter.continuation.resume(returning: AppliedResult(index: command.index, term: command.term, response: responses[position]))
+        for entry in entries where entry.kind == .membershipChange {
+            if let change = MembershipChange.decode(entry.data) {
+                learnAddress(change)
+                if change.kind == .removeNode && change.node != id {
+                    registry[change.node] = nil
+                    transport.removePeer(change.node)
+                }
+            }
+            if let waiter = membershipChanges.removeValue(forKey: entry.index) {
+                if waiter.term == entry.term {
+                    waiter.continuation.resume(returning: AppliedResult(index: entry.index, term: entry.term, response: []))
+                } else {
+                    waiter.continuation.resume(throwing: RuntimeError.proposalDropped)
+                }
             }
         }
-        appliedIndex = entries[entries.count - 1].index
+        for (position, pending) in commands.enumerated() where pending.proposer == id {
+            if let waiter = proposals.removeValue(forKey: pending.request) {
+                waiter.continuation.resume(returning: AppliedResult(index: pending.command.index, term: pending.command.term, response: responses[position]))
+            }
+        }
+        appliedIndex = max(appliedIndex, entries[entries.count - 1].index)
         // A proposal whose index was taken by another leader's entry will never apply.
         for (request, waiter) in proposals where waiter.index != 0 && waiter.index <= appliedIndex {
             proposals[request] = nil
@@ -450,10 +556,15 @@ public actor RaftRuntime: Service {
         guard !readsAwaitingApply.isEmpty else { return }
         var waiting: [ReadState] = []
         for read in readsAwaitingApply {
+            if readRound?.request == read.context {
+                // Granted: the reads queued behind this round may start the next one.
+                readRound = nil
+                startReadRound()
+            }
             if read.index > appliedIndex {
                 waiting.append(read)
-            } else if let request = reads.removeValue(forKey: read.context) {
-                request.continuation.resume()
+            } else if let waiters = reads.removeValue(forKey: read.context) {
+                for waiter in waiters { waiter.continuation.resume() }
             }
         }
         readsAwaitingApply = waiting
@@ -466,22 +577,37 @@ public actor RaftRuntime: Service {
             transfer.continuation.resume()
             return true
         }
-        // Reads granted by a former leader stay valid; requests not yet granted will time out.
+        // Reads granted by a former leader stay valid; a round not yet granted may never be:
+        // the queued reads ask the new leader instead of waiting for it.
+        if readRound != nil {
+            readRound = nil
+            startReadRound()
+        }
     }
 
-    private func maybeSnapshot() throws {
+    /// Takes a snapshot every `snapshotIntervalEntries` applied entries and compacts the log
+    /// behind it. A state machine with its own durable storage is synced, not copied: the
+    /// snapshot records only that it holds the state (and the peers' addresses).
+    private func maybeSnapshot() async throws {
         guard let raft, let storage else { return }
         let snapshotIndex = try storage.snapshot().metadata.index
-        guard appliedIndex >= snapshotIndex + configuration.snapshotIntervalEntries,
-              let membership = raft.membership(at: appliedIndex)
+        let index = appliedIndex
+        guard index >= snapshotIndex + configuration.snapshotIntervalEntries,
+              let membership = raft.membership(at: index)
         else { return }
-        let data = RuntimeSnapshot.encode(registry: registry, stateMachine: try stateMachine.snapshot())
-        try storage.createSnapshot(index: appliedIndex, membership: membership, data: data)
-        if appliedIndex > configuration.compactionMarginEntries {
-            let compactTo = appliedIndex - configuration.compactionMarginEntries
+        let stateMachine = self.stateMachine
+        let content: RuntimeSnapshot.Content
+        if let durable = try await disk.runIfActive({ try stateMachine.persist() }) {
+            content = .heldByStateMachine(durableIndex: durable)
+        } else {
+            content = .data(try stateMachine.snapshot())
+        }
+        try storage.createSnapshot(index: index, membership: membership, data: RuntimeSnapshot.encode(registry: registry, content: content))
+        if index > configuration.compactionMarginEntries {
+            let compactTo = index - configuration.compactionMarginEntries
             if compactTo >= storage.firstIndex() { try storage.compact(upTo: compactTo) }
         }
-        logger.debug("snapshot", metadata: ["index": "\(appliedIndex)"])
+        logger.debug("snapshot", metadata: ["index": "\(index)"])
     }
 }
 
@@ -509,28 +635,54 @@ enum CommandEnvelope {
     }
 }
 
-/// A Raft snapshot's payload: the replicated peer addresses, then the state machine's bytes.
+/// A Raft snapshot's payload: the replicated peer addresses, then either the state machine's
+/// bytes or, for a state machine with durable storage of its own, the index that storage was
+/// synced at (the state itself is read from the state machine when a follower needs it).
+///
+/// Layout: `u32 count | flags` (bit 31: held by the state machine), then per peer `u64 id`,
+/// `u16 length`, the address text; then the data, or a `u64` durable index.
 enum RuntimeSnapshot {
     struct DecodingError: Error, CustomStringConvertible {
         var description: String { "malformed runtime snapshot" }
     }
 
-    static func encode(registry: [NodeID: PeerAddress], stateMachine data: [UInt8]) -> [UInt8] {
+    enum Content: Sendable, Hashable {
+        case data([UInt8])
+        case heldByStateMachine(durableIndex: UInt64)
+    }
+
+    static let heldFlag: UInt32 = 1 << 31
+
+    static func encode(registry: [NodeID: PeerAddress], content: Content) -> [UInt8] {
         var buffer = ByteBuffer()
-        buffer.writeInteger(UInt32(registry.count), endianness: .little)
+        var header = UInt32(registry.count)
+        if case .heldByStateMachine = content { header |= heldFlag }
+        buffer.writeInteger(header, endianness: .little)
         for (node, address) in registry.sorted(by: { $0.key < $1.key }) {
             buffer.writeInteger(node, endianness: .little)
             let text = Array(address.description.utf8)
             buffer.writeInteger(UInt16(text.count), endianness: .little)
             buffer.writeBytes(text)
         }
-        buffer.writeBytes(data)
-        return Array(buffer.readableBytesView)
+        var bytes = Array(buffer.readableBytesView)
+        switch content {
+        case .data(let data):
+            bytes += data
+        case .heldByStateMachine(let durableIndex):
+            for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: durableIndex >> UInt64(shift))) }
+        }
+        return bytes
     }
 
-    static func decode(_ bytes: [UInt8]) throws -> (registry: [NodeID: PeerAddress], data: [UInt8]) {
+    static func isHeldByStateMachine(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= 4 && bytes[3] & 0x80 != 0
+    }
+
+    static func decode(_ bytes: [UInt8]) throws -> (registry: [NodeID: PeerAddress], content: Content) {
         var buffer = ByteBuffer(bytes: bytes)
-        guard let count = buffer.readInteger(endianness: .little, as: UInt32.self), count <= 4096 else { throw DecodingError() }
+        guard let header = buffer.readInteger(endianness: .little, as: UInt32.self) else { throw DecodingError() }
+        let count = header & ~heldFlag
+        guard count <= 4096 else { throw DecodingError() }
         var registry: [NodeID: PeerAddress] = [:]
         for _ in 0..<count {
             guard let node = buffer.readInteger(endianness: .little, as: UInt64.self),
@@ -540,6 +692,8 @@ enum RuntimeSnapshot {
             else { throw DecodingError() }
             registry[node] = address
         }
-        return (registry, Array(buffer.readableBytesView))
+        guard header & heldFlag != 0 else { return (registry, .data(Array(buffer.readableBytesView))) }
+        guard let durableIndex = buffer.readInteger(endianness: .little, as: UInt64.self), buffer.readableBytes == 0 else { throw DecodingError() }
+        return (registry, .heldByStateMachine(durableIndex: durableIndex))
     }
 }

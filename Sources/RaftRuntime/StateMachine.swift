@@ -18,10 +18,14 @@ public struct AppliedResult: Sendable, Hashable {
 /// The replicated state machine that a ``RaftRuntime`` drives.
 ///
 /// `apply` must be deterministic: every replica that applies the same commands in the same order
-/// ends with the same state and returns the same responses. The runtime calls every method from
-/// its own actor only, one call at a time.
+/// ends with the same state and returns the same responses. The runtime calls `apply`,
+/// `restore` and `persist` one at a time from its disk thread (never concurrently with each
+/// other); `snapshot` may run on another thread at the same time when ``persist()`` returns an
+/// index, so such a state machine must lock.
 public protocol StateMachine: AnyObject, Sendable {
-    /// Applies committed commands in log order; returns one response per command.
+    /// Applies committed commands in log order; returns one response per command. A state
+    /// machine restored from a later state than its snapshot's index (see ``persist()``) gets the
+    /// commands it already holds again and must skip them (by index), answering them empty.
     func apply(_ commands: [AppliedCommand]) throws -> [[UInt8]]
     /// The state after the last applied command, for a Raft snapshot.
     func snapshot() throws -> [UInt8]
@@ -30,6 +34,17 @@ public protocol StateMachine: AnyObject, Sendable {
     /// The highest index whose effects the state machine has made durable on its own (0 if it
     /// keeps nothing on disk). On restart the runtime replays the log from the next index.
     var durableAppliedIndex: UInt64 { get }
+    /// Makes everything applied so far durable and returns the index it reached, or nil when the
+    /// state machine keeps nothing on disk. When it returns an index, the runtime's snapshots
+    /// refer to the state machine's own storage instead of copying it (etcd's way: a snapshot
+    /// costs a sync, not a copy of the whole state), and `snapshot()` is called only when a
+    /// follower needs the state; it may then return a later state than the snapshot's index
+    /// (see ``apply(_:)``'s skipping rule).
+    func persist() throws -> UInt64?
+}
+
+extension StateMachine {
+    public func persist() throws -> UInt64? { nil }
 }
 
 /// Why a runtime request failed. Each names its cause so that a caller can act on it.

@@ -24,7 +24,7 @@ struct PythonClientTests {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
         process.arguments = ["180", Self.python, Self.root + "/Tests/EtcdServerTests/Python/etcd3_suite.py", cluster.endpoints, cluster.root + "/python-snapshot.db"]
         let outputPath = cluster.root + "/python.out"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         process.standardOutput = output
         process.standardError = output

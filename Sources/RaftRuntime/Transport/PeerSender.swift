@@ -60,13 +60,16 @@ final class PeerSender: @unchecked Sendable {
         var dropped = false
         for message in messages {
             let size = message.byteCount
-            if queue.count >= limits.sendQueueMessagesMax || queuedByteCount + size > limits.sendQueueBytesMax {
+            // A snapshot may be larger than the byte bound by itself; it goes out in chunks, and
+            // Raft sends one at a time per peer, so it is not counted against the bound.
+            let bytesOver = message.type != .snapshot && queuedByteCount + size > limits.sendQueueBytesMax
+            if queue.count >= limits.sendQueueMessagesMax || bytesOver {
                 dropped = true
                 if message.type == .snapshot { deliver(.snapshotStatus(node, succeeded: false)) }
                 continue
             }
             queue.append(message)
-            queuedByteCount += size
+            if message.type != .snapshot { queuedByteCount += size }
         }
         if dropped { deliver(.unreachable(node)) }
         flush()
@@ -129,7 +132,6 @@ final class PeerSender: @unchecked Sendable {
         guard let channel, !writeInProgress, !queue.isEmpty else { return }
         if queue[0].type == .snapshot {
             let snapshotMessage = queue.removeFirst()
-            queuedByteCount -= snapshotMessage.byteCount
             writeInProgress = true
             writeSnapshot(snapshotMessage, on: channel)
             return

@@ -1,0 +1,125 @@
+import ClusterHarness
+import EtcdAPI
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
+import Testing
+
+/// Raft snapshots of the store: they refer to the SQLite database instead of copying it, a
+/// member that missed more than the log keeps gets the leader's database, and everything
+/// survives a restart of the whole cluster after the log was compacted.
+@Suite("Store snapshots", .serialized)
+struct SnapshotCatchUpTests {
+    static let keys = 1_500
+    static let value = String(repeating: "v", count: 1_024)
+
+    /// Puts `keys` keys (`k/0000`...) through the gRPC API with 16 concurrent callers.
+    static func fill(port: Int) async throws {
+        try await withGRPCClient(
+            transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+        ) { client in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for caller in 0..<16 {
+                    group.addTask {
+                        for number in stride(from: caller, to: keys, by: 16) {
+                            var put = Etcdserverpb_PutRequest()
+                            put.key = Data(String(format: "k/%04d", number).utf8)
+                            put.value = Data(value.utf8)
+                            _ = try await kv.put(put)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    static func eventually(_ seconds: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return true }
+            Thread.sleep(forTimeInterval: 0.25)
+        }
+        return try condition()
+    }
+
+    /// Sizes of the member's Raft snapshot files.
+    static func snapshotFileSizes(_ cluster: StoreCluster, member: Int) throws -> [Int] {
+        let directory = "\(cluster.root)/m\(member)/raft/snap"
+        return try FileManager.default.contentsOfDirectory(atPath: directory).compactMap { name in
+            (try FileManager.default.attributesOfItem(atPath: "\(directory)/\(name)")[.size] as? NSNumber)?.intValue
+        }
+    }
+
+    static func count(_ cluster: StoreCluster, member: Int) throws -> String {
+        try cluster.etcdctl(["get", "k/", "--prefix", "--keys-only", "--consistency=s"], endpoints: "127.0.0.1:\(cluster.clientPort(member))")
+            .stdout.split(separator: "\n").filter { !$0.isEmpty }.count.description
+    }
+
+    static func hashes(_ cluster: StoreCluster) throws -> [Substring] {
+        try cluster.etcdctl(["endpoint", "hashkv"]).stdout.split(separator: "\n").compactMap { $0.split(separator: ", ").last }
+    }
+
+    @Test("a member that missed a compacted log catches up from the leader's database; all data survives a full restart")
+    func catchUpAndRestart() async throws {
+        let cluster = try StoreCluster(name: "snapshots")
+        cluster.extraArguments = ["--snapshot-count", "100"]
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try cluster.waitUntilServing()
+        cluster.kill(3)
+        // If member 3 led, proposals forwarded to it are lost until 1 and 2 elect a leader.
+        let leaderAgain = try Self.eventually {
+            try cluster.etcdctl(["put", "leader", "again"], endpoints: "127.0.0.1:\(cluster.clientPort(1))", commandTimeout: 3).status == 0
+        }
+        #expect(leaderAgain, "\(cluster.diagnostics())")
+        do {
+            try await Self.fill(port: cluster.clientPort(1))
+        } catch {
+            Issue.record("filling the store failed: \(error)\n\(cluster.diagnostics(lines: 40))")
+            return
+        }
+
+        // Snapshots were taken (every 100 entries) and hold no copy of the ~1.5 MB keyspace.
+        for member in [1, 2] {
+            let sizes = try Self.snapshotFileSizes(cluster, member: member)
+            #expect(!sizes.isEmpty && sizes.allSatisfy { $0 < 4_096 }, "member \(member) snapshot files: \(sizes)")
+        }
+
+        // Member 3's log position was compacted away: it gets the database in a snapshot.
+        try cluster.start(3)
+        let caughtUp = try Self.eventually { try Self.count(cluster, member: 3) == "\(Self.keys)" }
+        let member3Count = try Self.count(cluster, member: 3)
+        #expect(caughtUp, "member 3 has \(member3Count) keys\n\(cluster.diagnostics())")
+        let logs = try [1, 2].map { try String(contentsOfFile: "\(cluster.root)/m\($0).log", encoding: .utf8) }.joined()
+        #expect(logs.contains("sending snapshot"), "the leader never sent a snapshot\n\(cluster.diagnostics())")
+        let member3Log = try String(contentsOfFile: "\(cluster.root)/m3.log", encoding: .utf8)
+        #expect(member3Log.contains("restored snapshot"))
+        // The member took the leader's database at or after the snapshot's index, and skipped the
+        // entries it already held: every member ends with the same keyspace.
+        #expect(try cluster.etcdctl(["put", "after", "yes"]).status == 0)
+        let converged = try Self.eventually {
+            let hashes = try Self.hashes(cluster)
+            return hashes.count == 3 && Set(hashes).count == 1
+        }
+        let seen = try Self.hashes(cluster)
+        #expect(converged, "hashkv: \(seen)")
+
+        // All three stop at once and come back from their snapshots, logs and databases.
+        for member in 1...3 { cluster.kill(member) }
+        try cluster.start()
+        try cluster.waitUntilServing()
+        for member in 1...3 {
+            #expect(try Self.eventually { try Self.count(cluster, member: member) == "\(Self.keys)" }, "member \(member) after restart")
+        }
+        let value = try cluster.etcdctl(["get", "k/0777", "--print-value-only"]).stdout
+        #expect(value.trimmingCharacters(in: .whitespacesAndNewlines) == Self.value)
+        let agreeAfterRestart = try Self.eventually {
+            let hashes = try Self.hashes(cluster)
+            return hashes.count == 3 && Set(hashes).count == 1
+        }
+        #expect(agreeAfterRestart)
+    }
+}
