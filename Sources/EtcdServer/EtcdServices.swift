@@ -15,24 +15,24 @@ struct KVService: Etcdserverpb_KV.SimpleServiceProtocol {
         if !request.serializable { try await member.barrier() }
         let result = try member.stateMachine.read { try $0.range(Convert.range(request)) }
         switch result {
-        case .success(let response): return Convert.rangeResponse(response, await member.headerContext())
+        case .success(let response): return Convert.rangeResponse(response, member.headerContext())
         case .failure(let error): throw Convert.error(error)
         }
     }
 
     func put(request: Etcdserverpb_PutRequest, context: ServerContext) async throws -> Etcdserverpb_PutResponse {
         guard case .put(let response) = try await member.write(.put(Convert.put(request))) else { throw member.unexpected() }
-        return Convert.putResponse(response, await member.headerContext())
+        return Convert.putResponse(response, member.headerContext())
     }
 
     func deleteRange(request: Etcdserverpb_DeleteRangeRequest, context: ServerContext) async throws -> Etcdserverpb_DeleteRangeResponse {
         guard case .deleteRange(let response) = try await member.write(.deleteRange(Convert.delete(request))) else { throw member.unexpected() }
-        return Convert.deleteResponse(response, await member.headerContext())
+        return Convert.deleteResponse(response, member.headerContext())
     }
 
     func txn(request: Etcdserverpb_TxnRequest, context: ServerContext) async throws -> Etcdserverpb_TxnResponse {
         guard case .txn(let response) = try await member.write(.txn(try Convert.txn(request))) else { throw member.unexpected() }
-        return Convert.txnResponse(response, await member.headerContext())
+        return Convert.txnResponse(response, member.headerContext())
     }
 
     func compact(request: Etcdserverpb_CompactionRequest, context: ServerContext) async throws -> Etcdserverpb_CompactionResponse {
@@ -40,7 +40,7 @@ struct KVService: Etcdserverpb_KV.SimpleServiceProtocol {
             throw member.unexpected()
         }
         var result = Etcdserverpb_CompactionResponse()
-        result.header = Convert.header(response.header, await member.headerContext())
+        result.header = Convert.header(response.header, member.headerContext())
         return result
     }
 }
@@ -53,7 +53,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         let status = try await member.runtime.status()
         let (revision, size) = try member.stateMachine.read { store in (store.currentRevision, try store.databaseSizeBytes()) }
         var result = Etcdserverpb_StatusResponse()
-        result.header = Convert.header(ResponseHeader(revision: revision), await member.headerContext())
+        result.header = Convert.header(ResponseHeader(revision: revision), member.headerContext())
         result.version = "3.5.0"
         result.dbSize = size
         result.dbSizeInUse = size
@@ -70,7 +70,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         switch result {
         case .success(let response):
             var answer = Etcdserverpb_HashKVResponse()
-            answer.header = Convert.header(response.header, await member.headerContext())
+            answer.header = Convert.header(response.header, member.headerContext())
             answer.hash = response.hash
             answer.compactRevision = response.compactRevision
             return answer
@@ -82,7 +82,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     func alarm(request: Etcdserverpb_AlarmRequest, context: ServerContext) async throws -> Etcdserverpb_AlarmResponse {
         var result = Etcdserverpb_AlarmResponse()
         let revision = member.stateMachine.read { $0.currentRevision }
-        result.header = Convert.header(ResponseHeader(revision: revision), await member.headerContext())
+        result.header = Convert.header(ResponseHeader(revision: revision), member.headerContext())
         return result
     }
 
@@ -91,7 +91,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     func defragment(request: Etcdserverpb_DefragmentRequest, context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {
         try member.stateMachine.defragment()
         var result = Etcdserverpb_DefragmentResponse()
-        result.header = await member.header()
+        result.header = member.header()
         return result
     }
 
@@ -100,7 +100,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {
         guard case .success(let response) = try member.stateMachine.read({ try $0.hashKV(revision: 0) }) else { throw member.unexpected() }
         var result = Etcdserverpb_HashResponse()
-        result.header = Convert.header(response.header, await member.headerContext())
+        result.header = Convert.header(response.header, member.headerContext())
         result.hash = response.hash
         return result
     }
@@ -110,7 +110,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     /// `etcdctl snapshot save` (which refuses a stream without the checksum).
     func snapshot(request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext) async throws {
         let data = SnapshotFile.withChecksum(try member.stateMachine.databaseCopy())
-        let header = await member.header()
+        let header = member.header()
         var offset = 0
         repeat {
             let end = min(offset + Self.snapshotChunkBytes, data.count)
@@ -133,7 +133,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
             }
             try await member.runtimeCall { try await member.runtime.transferLeadership(to: request.targetID) }
             var result = Etcdserverpb_MoveLeaderResponse()
-            result.header = await member.header()
+            result.header = member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Maintenance.Client(wrapping: client).moveLeader(request)
@@ -154,7 +154,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
         if request.linearizable { try await member.barrier() }
         var result = Etcdserverpb_MemberListResponse()
         result.members = try await member.members()
-        result.header = await member.header()
+        result.header = member.header()
         return result
     }
 
@@ -186,7 +186,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             var result = Etcdserverpb_MemberAddResponse()
             result.members = try await member.members()
             result.member = result.members.first { $0.id == id } ?? Etcdserverpb_Member()
-            result.header = await member.header()
+            result.header = member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberAdd(request)
@@ -202,7 +202,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             try await member.runtimeCall { try await member.runtime.remove(request.id) }
             var result = Etcdserverpb_MemberRemoveResponse()
             result.members = try await member.members()
-            result.header = await member.header()
+            result.header = member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberRemove(request)
@@ -219,7 +219,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             _ = try await member.write(.memberAttributes(MemberAttributes(id: request.id, name: "", peerURLs: request.peerUrls, clientURLs: [])))
             var result = Etcdserverpb_MemberUpdateResponse()
             result.members = try await member.members()
-            result.header = await member.header()
+            result.header = member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberUpdate(request)
@@ -243,7 +243,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
             try await member.runtimeCall { try await member.runtime.promote(request.id) }
             var result = Etcdserverpb_MemberPromoteResponse()
             result.members = try await member.members()
-            result.header = await member.header()
+            result.header = member.header()
             return result
         } forward: { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberPromote(request)

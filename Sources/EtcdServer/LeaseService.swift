@@ -15,7 +15,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
         }
         await keeper.granted(granted.id, ttl: granted.ttl)
         var result = Etcdserverpb_LeaseGrantResponse()
-        result.header = Convert.header(granted.header, await member.headerContext())
+        result.header = Convert.header(granted.header, member.headerContext())
         result.id = granted.id
         result.ttl = granted.ttl
         return result
@@ -26,7 +26,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
             throw member.unexpected()
         }
         var result = Etcdserverpb_LeaseRevokeResponse()
-        result.header = Convert.header(revoked.header, await member.headerContext())
+        result.header = Convert.header(revoked.header, member.headerContext())
         return result
     }
 
@@ -37,7 +37,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
             let answer = try await member.onLeader {
                 let ttl = try await keeper.renew(keepAlive.id)
                 var answer = Etcdserverpb_LeaseKeepAliveResponse()
-                answer.header = await member.header()
+                answer.header = member.header()
                 answer.id = keepAlive.id
                 // TTL 0 tells the client the lease is gone, as etcd does.
                 answer.ttl = ttl ?? 0
@@ -61,13 +61,13 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
         result.id = request.id
         switch found {
         case .success(let lease):
-            result.header = Convert.header(lease.header, await member.headerContext())
+            result.header = Convert.header(lease.header, member.headerContext())
             result.ttl = await keeper.remaining(request.id) ?? lease.ttl
             result.grantedTtl = lease.grantedTTL
             result.keys = lease.keys.map { Data($0) }
         case .failure(.leaseNotFound):
             // etcd answers an unknown lease with TTL -1 rather than an error.
-            result.header = await member.header()
+            result.header = member.header()
             result.ttl = -1
         case .failure(let error):
             throw Convert.error(error)
@@ -78,7 +78,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     func leaseLeases(request: Etcdserverpb_LeaseLeasesRequest, context: ServerContext) async throws -> Etcdserverpb_LeaseLeasesResponse {
         let leases = try member.stateMachine.read { try $0.leases() }
         var result = Etcdserverpb_LeaseLeasesResponse()
-        result.header = await member.header()
+        result.header = member.header()
         result.leases = leases.map { lease in
             var status = Etcdserverpb_LeaseStatus()
             status.id = lease.id

@@ -51,11 +51,11 @@ public struct StoreMember: Sendable {
     }
 
     /// A response header at the current revision.
-    func header() async -> Etcdserverpb_ResponseHeader {
-        Convert.header(ResponseHeader(revision: stateMachine.read { $0.currentRevision }), await headerContext())
+    func header() -> Etcdserverpb_ResponseHeader {
+        Convert.header(ResponseHeader(revision: stateMachine.read { $0.currentRevision }), headerContext())
     }
 
-    func headerContext() async -> HeaderContext {
+    func headerContext() -> HeaderContext {
         HeaderContext(clusterID: clusterID, memberID: runtime.id, raftTerm: runtime.observed.withLockedValue { $0.term })
     }
 
@@ -134,9 +134,10 @@ public struct StoreMember: Sendable {
         _ local: () async throws -> Result,
         forward: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws -> Result {
-        let status = try await runtime.status()
-        if status.role == .leader { return try await local() }
-        let target = try leaderAddress(status.leader)
+        // Routing only (the leader checks again): the last observed role, without an actor hop.
+        let observed = runtime.observed.withLockedValue { $0 }
+        if observed.isLeader { return try await local() }
+        let target = try leaderAddress(observed.leader)
         do {
             return try await withGRPCClient(
                 transport: try .http2NIOPosix(target: .dns(host: target.host, port: target.port), transportSecurity: .plaintext)

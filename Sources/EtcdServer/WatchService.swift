@@ -84,7 +84,7 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
                 prevKv: create.prevKv, noPut: create.filters.contains(.noput), noDelete: create.filters.contains(.nodelete))
             var answer = Etcdserverpb_WatchResponse()
             let id = try member.stateMachine.read { store in try member.watches.register(registration, stream: stream, store: store) }
-            answer.header = await member.header()
+            answer.header = member.header()
             if let id {
                 answer.watchID = id
                 answer.created = true
@@ -114,14 +114,14 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         while true {
             for (id, events) in drained.events {
                 var answer = Etcdserverpb_WatchResponse()
-                answer.header = await member.header()
+                answer.header = member.header()
                 answer.watchID = id
                 answer.events = events.map(Self.event)
                 try await writer.write(answer)
             }
             for (id, reason) in drained.cancelled {
                 var answer = Etcdserverpb_WatchResponse()
-                answer.header = await member.header()
+                answer.header = member.header()
                 answer.watchID = id
                 answer.canceled = true
                 switch reason {
@@ -150,7 +150,7 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         guard owed.periodic != nil || owed.requested else { return }
         let state = member.watches.progress(stream: stream, ids: owed.periodic ?? [])
         var answer = Etcdserverpb_WatchResponse()
-        answer.header = Convert.header(ResponseHeader(revision: state.revision), await member.headerContext())
+        answer.header = Convert.header(ResponseHeader(revision: state.revision), member.headerContext())
         if owed.periodic != nil {
             for id in state.ready {
                 answer.watchID = id
