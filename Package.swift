@@ -23,8 +23,12 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.1.0"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.30.0"),
-        // SHA-256 for snapshot files (etcd's trailing checksum); certificates come later.
+        // SHA-256 for snapshot files (etcd's trailing checksum), keys for the cluster's certificates.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+        // The cluster CA and its certificates (X.509), and TLS for peers and clients.
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.25.0"),
     ],
     targets: [
         // The consensus algorithm as a pure, deterministic state machine: stdlib only.
@@ -44,6 +48,19 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The cluster's PKI: CA, node and client certificates, the CA hash joiners pin, bootstrap
+        // tokens, and the trust check (with reasons) that every TLS connection uses.
+        .target(
+            name: "ClusterPKI",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The system SQLite (libsqlite3-dev), for the MVCC keyspace.
@@ -109,6 +126,18 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .testTarget(
+            name: "ClusterPKITests",
+            dependencies: [
+                "ClusterPKI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "RaftSimulation"]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore"]),
         .testTarget(
