@@ -81,12 +81,15 @@ let package = Package(
         .target(
             name: "EtcdServer",
             dependencies: [
+                "ClusterPKI",
                 "EtcdAPI", "KVStore", "Raft", "RaftRuntime",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         // A Wing & Gong / Porcupine-style linearizability checker for recorded histories.
@@ -113,6 +116,7 @@ let package = Package(
                 "RaftRuntime",
                 "RaftSimulation",
                 "ClusterHarness",
+                "ClusterPKI",
                 "EtcdServer",
                 "EtcdAPI",
                 "KVStore",
@@ -143,6 +147,9 @@ let package = Package(
         .testTarget(
             name: "EtcdServerTests",
             dependencies: [
+                "ClusterPKI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
                 "ClusterHarness", "Linearizability", "KVStore", "EtcdAPI", "EtcdServer",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

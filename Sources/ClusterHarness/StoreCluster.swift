@@ -13,6 +13,12 @@ public final class StoreCluster: @unchecked Sendable {
     public var extraArguments: [String] = []
     /// Peer ports moved by `member update`, by member.
     public var movedPeerPorts: [Int: Int] = [:]
+    /// "https" for a cluster serving TLS (members then need certificate options).
+    public var scheme = "http"
+    /// Arguments added to every etcdctl call (TLS files).
+    public var etcdctlArguments: [String] = []
+    /// Arguments for one member only (its certificate files), added when it starts.
+    public var memberArguments: [Int: [String]] = [:]
 
     public init(name: String, count: Int = 3, binary: String = ProcessCluster.siblingBinary) throws {
         root = NSTemporaryDirectory() + "raftkube-store-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -25,7 +31,9 @@ public final class StoreCluster: @unchecked Sendable {
 
     public func clientPort(_ member: Int) -> Int { basePort + member * 2 }
     public func peerPort(_ member: Int) -> Int { movedPeerPorts[member] ?? basePort + member * 2 + 1 }
-    public var endpoints: String { (1...count).map { "127.0.0.1:\(clientPort($0))" }.joined(separator: ",") }
+    public var endpoints: String { (1...count).map { endpoint($0) }.joined(separator: ",") }
+    /// Member `member`'s client endpoint for etcdctl (with the scheme when TLS).
+    public func endpoint(_ member: Int) -> String { scheme == "http" ? "127.0.0.1:\(clientPort(member))" : "\(scheme)://127.0.0.1:\(clientPort(member))" }
 
     public func start() throws {
         for member in 1...count { try start(member) }
@@ -35,16 +43,16 @@ public final class StoreCluster: @unchecked Sendable {
     /// member added with `etcdctl member add` starts with `members` (every member it should know,
     /// itself included) and `existing: true`.
     public func start(_ member: Int, members: [Int]? = nil, existing: Bool = false, extraArguments: [String] = []) throws {
-        let initialCluster = (members ?? Array(1...count)).map { "m\($0)=http://127.0.0.1:\(peerPort($0))" }.joined(separator: ",")
+        let initialCluster = (members ?? Array(1...count)).map { "m\($0)=\(scheme)://127.0.0.1:\(peerPort($0))" }.joined(separator: ",")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [
             "store", "--name", "m\(member)", "--data-dir", "\(root)/m\(member)",
-            "--listen-client-urls", "http://127.0.0.1:\(clientPort(member))",
-            "--listen-peer-urls", "http://127.0.0.1:\(peerPort(member))",
+            "--listen-client-urls", "\(scheme)://127.0.0.1:\(clientPort(member))",
+            "--listen-peer-urls", "\(scheme)://127.0.0.1:\(peerPort(member))",
             "--initial-cluster", initialCluster, "--heartbeat-interval", "50",
             "--initial-cluster-state", existing ? "existing" : "new",
-        ] + self.extraArguments + extraArguments
+        ] + self.extraArguments + (memberArguments[member] ?? []) + extraArguments
         let logPath = "\(root)/m\(member).log"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = FileHandle(forWritingAtPath: logPath)!
@@ -100,7 +108,7 @@ public final class StoreCluster: @unchecked Sendable {
     public func etcdctlInBackground(_ arguments: [String], seconds: Int, endpoints: String? = nil) throws -> () -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["\(seconds)", "/usr/bin/etcdctl", "--endpoints=\(endpoints ?? self.endpoints)"] + arguments
+        process.arguments = ["\(seconds)", "/usr/bin/etcdctl", "--endpoints=\(endpoints ?? self.endpoints)"] + etcdctlArguments + arguments
         process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
         let output = try OutputFiles(root: root)
         process.standardOutput = output.stdout
@@ -122,7 +130,7 @@ public final class StoreCluster: @unchecked Sendable {
     public func etcdctl(_ arguments: [String], endpoints: String? = nil, input: String? = nil, commandTimeout: Int = 10) throws -> (status: Int32, output: String, stdout: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/etcdctl")
-        process.arguments = ["--endpoints=\(endpoints ?? self.endpoints)", "--dial-timeout=3s", "--command-timeout=\(commandTimeout)s"] + arguments
+        process.arguments = ["--endpoints=\(endpoints ?? self.endpoints)", "--dial-timeout=3s", "--command-timeout=\(commandTimeout)s"] + etcdctlArguments + arguments
         process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
         let output = try OutputFiles(root: root)
         process.standardOutput = output.stdout

@@ -116,3 +116,38 @@ extension Certificate {
         return serializer.serializedBytes
     }
 }
+
+extension TLSIdentity {
+    /// Adds a TLS server handler, checking clients with ``ClusterTrust``, to accepted channels:
+    /// the returned closure runs on each channel's event loop.
+    public func serverSecurer(requiring organization: String?, logger: Logger, context what: String) throws -> @Sendable (any Channel) throws -> Void {
+        let context = try NIOSSLContext(configuration: try serverConfiguration())
+        let trust = self.trust
+        return { channel in
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(
+                context: context, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: organization, logger: logger, context: what)))
+        }
+    }
+
+    /// Adds a TLS client handler presenting this identity and checking the server with
+    /// ``ClusterTrust`` to outgoing channels.
+    public func clientSecurer(requiring organization: String?, logger: Logger, context what: String) throws -> @Sendable (any Channel) throws -> Void {
+        let context = try NIOSSLContext(configuration: try clientConfiguration())
+        let trust = self.trust
+        return { channel in
+            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(
+                context: context, serverHostname: nil, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: organization, logger: logger, context: what)))
+        }
+    }
+
+    /// Reads an identity from PEM files: the chain (leaf first), its key, and the CA to trust.
+    public static func load(certificate: String, key: String, trustedCA: String) throws -> TLSIdentity {
+        let chain = try PEMFiles.certificates(certificate)
+        let privateKey = try PEMFiles.privateKey(key)
+        let ca = try PEMFiles.certificates(trustedCA)
+        guard chain[0].publicKey == privateKey.publicKey else {
+            throw PKIError.invalid("the key in \(key) does not belong to the certificate in \(certificate)")
+        }
+        return TLSIdentity(trust: ClusterTrust(ca: ca[0]), certificateChain: chain, privateKey: privateKey)
+    }
+}

@@ -1,7 +1,9 @@
 import EtcdAPI
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import KVStore
+import Logging
 import Raft
 import RaftRuntime
 
@@ -23,6 +25,10 @@ public struct StoreMember: Sendable {
     /// How often an idle watch created with progress_notify hears the current revision (etcd's
     /// `--experimental-watch-progress-notify-interval`, 10 minutes by default).
     public var watchProgressNotifyInterval: Duration = .seconds(600)
+    /// TLS for the API and for forwarding to the leader (nil: plaintext).
+    public var security: APISecurity?
+    /// Where refusals of TLS peers met while forwarding are logged.
+    public var logger = Logger(label: "raftkube.store")
 
     public init(runtime: RaftRuntime, stateMachine: KVStateMachine, watches: WatchBroker, clusterID: UInt64, clusterToken: String,
                 attributes: MemberAttributes, initialMembers: [NodeID: MemberAttributes]) {
@@ -140,7 +146,7 @@ public struct StoreMember: Sendable {
         let target = try leaderAddress(observed.leader)
         do {
             return try await withGRPCClient(
-                transport: try .http2NIOPosix(target: .dns(host: target.host, port: target.port), transportSecurity: .plaintext)
+                transport: try .http2NIOPosix(target: Self.target(target), transportSecurity: security?.clientSecurity(logger: logger) ?? .plaintext)
             ) { client in
                 try await forward(client)
             }
@@ -149,6 +155,16 @@ public struct StoreMember: Sendable {
             // own trailers would break the client's HTTP/2 stream.
             throw RPCError(code: error.code, message: error.message)
         }
+    }
+
+    /// A gRPC target for `address`: an IP literal as such (no DNS, and no IP in TLS's SNI, which
+    /// TLS forbids), a name through DNS.
+    static func target(_ address: PeerAddress) -> any ResolvableTarget {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, address.host, &v4) == 1 { return .ipv4(address: address.host, port: address.port) }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, address.host, &v6) == 1 { return .ipv6(address: address.host, port: address.port) }
+        return .dns(host: address.host, port: address.port)
     }
 
     /// The client address of `leader`, from its published attributes.

@@ -81,7 +81,7 @@ public actor RaftRuntime: Service {
         self.logger = logger
         let (events, eventContinuation) = AsyncStream<TransportEvent>.makeStream(bufferingPolicy: .bufferingOldest(configuration.inboundQueueMax))
         transportEvents = events
-        transport = PeerTransport(id: configuration.id, group: group, limits: configuration.transport, logger: logger) { event in
+        transport = PeerTransport(id: configuration.id, group: group, limits: configuration.transport, security: configuration.peerSecurity, logger: logger) { event in
             eventContinuation.yield(event)
         }
         (wakeups, wakeupContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))

@@ -30,6 +30,8 @@ public struct RuntimeConfiguration: Sendable {
     /// Core limits (message bytes, in-flight window, uncommitted bytes...).
     public var raft: Configuration
     public var transport = TransportLimits()
+    /// TLS for peer connections (nil: plaintext, for tests and loopback-only use).
+    public var peerSecurity: ChannelSecurity?
 
     public init(id: NodeID, dataDirectory: String, listen: PeerAddress, peers: [NodeID: PeerAddress], bootstrap: Bool) {
         self.id = id

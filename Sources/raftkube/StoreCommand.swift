@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClusterPKI
 import EtcdServer
 import KVStore
 import Foundation
@@ -49,6 +50,45 @@ struct StoreCommand: AsyncParsableCommand {
 
     @Option(help: "Milliseconds per Raft tick.")
     var heartbeatInterval: Int = 100
+
+    @Option(help: "TLS certificate (PEM) for the etcd API; client URLs are then https.")
+    var certFile: String?
+
+    @Option(help: "Private key (PEM) of --cert-file.")
+    var keyFile: String?
+
+    @Option(help: "CA certificate (PEM) that client certificates must chain to.")
+    var trustedCaFile: String?
+
+    @Flag(help: "Require a client certificate issued by --trusted-ca-file on the etcd API.")
+    var clientCertAuth = false
+
+    @Option(help: "TLS certificate (PEM) for peer traffic; peer URLs are then https and peers must present a node certificate of the same CA.")
+    var peerCertFile: String?
+
+    @Option(help: "Private key (PEM) of --peer-cert-file.")
+    var peerKeyFile: String?
+
+    @Option(help: "CA certificate (PEM) that peer certificates must chain to.")
+    var peerTrustedCaFile: String?
+
+    /// The TLS identity given by a certificate/key/CA option triple, or nil when none is given;
+    /// a partial triple, or an https URL without one (or the reverse), is a usage error.
+    static func identity(certificate: String?, key: String?, ca: String?, options: String, urls: [String]) throws -> TLSIdentity? {
+        let https = urls.allSatisfy { $0.hasPrefix("https://") }
+        guard urls.allSatisfy({ $0.hasPrefix("https://") == https }) else { throw ValidationError("\(urls.joined(separator: ", ")): mixed http and https URLs") }
+        guard let certificate, let key, let ca else {
+            if certificate != nil || key != nil || ca != nil { throw ValidationError("\(options) go together: give all three or none") }
+            if https { throw ValidationError("\(urls.joined(separator: ", ")): https URLs need \(options)") }
+            return nil
+        }
+        guard https else { throw ValidationError("\(options) are given, so the URLs must be https: \(urls.joined(separator: ", "))") }
+        do {
+            return try TLSIdentity.load(certificate: certificate, key: key, trustedCA: ca)
+        } catch {
+            throw ValidationError("\(options): \(error)")
+        }
+    }
 
     static func endpoint(_ url: String, option: String) throws -> PeerAddress {
         guard let address = StoreMember.address(ofURL: url) else {
@@ -152,6 +192,17 @@ struct StoreCommand: AsyncParsableCommand {
         // so a slightly lagging follower catches up from the log, not a whole snapshot.
         configuration.snapshotIntervalEntries = snapshotCount
         configuration.compactionMarginEntries = min(5_000, snapshotCount)
+        let peerURLs = [listenPeerUrls, advertisedPeer] + initialMembers.values.flatMap(\.peerURLs)
+        if let peerIdentity = try Self.identity(certificate: peerCertFile, key: peerKeyFile, ca: peerTrustedCaFile,
+                                                options: "--peer-cert-file, --peer-key-file and --peer-trusted-ca-file", urls: peerURLs) {
+            // Peers accept only node certificates of the cluster, in both directions.
+            configuration.peerSecurity = ChannelSecurity(
+                secureAccepted: try peerIdentity.serverSecurer(requiring: CertificateAuthority.nodeOrganization, logger: logger, context: "peer connection in"),
+                secureConnecting: try peerIdentity.clientSecurer(requiring: CertificateAuthority.nodeOrganization, logger: logger, context: "peer connection out"))
+        }
+        let clientIdentity = try Self.identity(certificate: certFile, key: keyFile, ca: trustedCaFile,
+                                               options: "--cert-file, --key-file and --trusted-ca-file", urls: [listenClientUrls, advertisedClient])
+        if clientCertAuth && clientIdentity == nil { throw ValidationError("--client-cert-auth needs --cert-file, --key-file and --trusted-ca-file") }
         let runtime = RaftRuntime(configuration: configuration, stateMachine: stateMachine, logger: logger)
         // The cluster ID is derived from the initial member list, so every member agrees on it.
         let clusterID = StoreMember.memberID(peerURL: initialCluster, clusterToken: initialClusterToken)
@@ -160,8 +211,10 @@ struct StoreCommand: AsyncParsableCommand {
         var member = StoreMember(runtime: runtime, stateMachine: stateMachine, watches: watches, clusterID: clusterID,
                                  clusterToken: initialClusterToken, attributes: attributes, initialMembers: initialMembers)
         member.watchProgressNotifyInterval = progressInterval
+        member.logger = logger
+        if let clientIdentity { member.security = try APISecurity(identity: clientIdentity, clientCertificateRequired: clientCertAuth) }
         let leases = LeaseKeeper(member: member, extensionMs: Int64(heartbeatInterval * 10))
-        let api = EtcdGRPCServer(member: member, leases: leases, host: client.host, port: client.port)
+        let api = EtcdGRPCServer(member: member, leases: leases, host: client.host, port: client.port, logger: logger)
         let group = ServiceGroup(services: [runtime, leases, api, MemberPublisher(member: member)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }

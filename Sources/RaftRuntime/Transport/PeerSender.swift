@@ -14,6 +14,7 @@ final class PeerSender: @unchecked Sendable {
     let port: Int
     let eventLoop: any EventLoop
     let limits: TransportLimits
+    let security: ChannelSecurity?
     let logger: Logger
     let deliver: @Sendable (TransportEvent) -> Void
 
@@ -26,12 +27,14 @@ final class PeerSender: @unchecked Sendable {
     private var writeInProgress = false
     private var nextSnapshotIdentifier: UInt64 = 1
 
-    init(node: NodeID, host: String, port: Int, eventLoop: any EventLoop, limits: TransportLimits, logger: Logger, deliver: @escaping @Sendable (TransportEvent) -> Void) {
+    init(node: NodeID, host: String, port: Int, eventLoop: any EventLoop, limits: TransportLimits, security: ChannelSecurity?, logger: Logger,
+         deliver: @escaping @Sendable (TransportEvent) -> Void) {
         self.node = node
         self.host = host
         self.port = port
         self.eventLoop = eventLoop
         self.limits = limits
+        self.security = security
         self.logger = logger
         self.deliver = deliver
         self.backoffMs = limits.reconnectBackoffMinimumMs
@@ -85,8 +88,12 @@ final class PeerSender: @unchecked Sendable {
     private func connect() {
         guard !closed, channel == nil, !connecting else { return }
         connecting = true
+        let security = self.security
         ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try security?.secureConnecting(channel) }
+            }
             .connectTimeout(.milliseconds(1_000))
             .connect(host: host, port: port)
             .whenComplete { result in

@@ -31,6 +31,18 @@ public struct TransportLimits: Sendable, Hashable {
     }
 }
 
+/// How peer connections are secured (TLS): handlers added first to every accepted and every
+/// outgoing connection's pipeline, on its event loop. Nil in the transport means plaintext.
+public struct ChannelSecurity: Sendable {
+    public var secureAccepted: @Sendable (any Channel) throws -> Void
+    public var secureConnecting: @Sendable (any Channel) throws -> Void
+
+    public init(secureAccepted: @escaping @Sendable (any Channel) throws -> Void, secureConnecting: @escaping @Sendable (any Channel) throws -> Void) {
+        self.secureAccepted = secureAccepted
+        self.secureConnecting = secureConnecting
+    }
+}
+
 /// What the transport tells the Raft loop.
 public enum TransportEvent: Sendable {
     case message(Message)
@@ -56,14 +68,17 @@ public final class PeerTransport: Sendable {
     let group: any EventLoopGroup
     let limits: TransportLimits
     let logger: Logger
+    let security: ChannelSecurity?
     let deliver: @Sendable (TransportEvent) -> Void
     let peers = NIOLockedValueBox<[NodeID: PeerSender]>([:])
     let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
 
-    public init(id: NodeID, group: any EventLoopGroup, limits: TransportLimits = TransportLimits(), logger: Logger, deliver: @escaping @Sendable (TransportEvent) -> Void) {
+    public init(id: NodeID, group: any EventLoopGroup, limits: TransportLimits = TransportLimits(), security: ChannelSecurity? = nil, logger: Logger,
+                deliver: @escaping @Sendable (TransportEvent) -> Void) {
         self.id = id
         self.group = group
         self.limits = limits
+        self.security = security
         self.logger = logger
         self.deliver = deliver
     }
@@ -75,12 +90,14 @@ public final class PeerTransport: Sendable {
         let limits = self.limits
         let deliver = self.deliver
         let logger = self.logger
+        let security = self.security
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try security?.secureAccepted(channel)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(frameBytesMax: limits.frameBytesMax)))
                     try channel.pipeline.syncOperations.addHandler(InboundFrameHandler(limits: limits, logger: logger, deliver: deliver))
                 }
@@ -97,7 +114,7 @@ public final class PeerTransport: Sendable {
         let existing = peers.withLockedValue { $0[node] }
         if let existing, existing.host == host, existing.port == port { return }
         existing?.close()
-        let sender = PeerSender(node: node, host: host, port: port, eventLoop: group.next(), limits: limits, logger: logger, deliver: deliver)
+        let sender = PeerSender(node: node, host: host, port: port, eventLoop: group.next(), limits: limits, security: security, logger: logger, deliver: deliver)
         peers.withLockedValue { $0[node] = sender }
     }
 
