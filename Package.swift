@@ -90,6 +90,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // A Wing & Gong / Porcupine-style linearizability checker for recorded histories.
@@ -117,6 +120,8 @@ let package = Package(
                 "RaftSimulation",
                 "ClusterHarness",
                 "ClusterPKI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
                 "EtcdServer",
                 "EtcdAPI",
                 "KVStore",

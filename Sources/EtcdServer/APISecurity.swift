@@ -36,7 +36,7 @@ public struct APISecurity: Sendable {
     }
 
     /// The client side, for a member calling another member: only a node of the cluster answers.
-    func clientSecurity(logger: Logger) -> HTTP2ClientTransport.Posix.TransportSecurity {
+    public func clientSecurity(logger: Logger) -> HTTP2ClientTransport.Posix.TransportSecurity {
         var tls = HTTP2ClientTransport.Posix.TransportSecurity.TLS(
             certificateChain: chain, privateKey: key, serverCertificateVerification: .noHostnameVerification, trustRoots: roots)
         let trust = identity.trust

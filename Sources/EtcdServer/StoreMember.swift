@@ -159,7 +159,7 @@ public struct StoreMember: Sendable {
 
     /// A gRPC target for `address`: an IP literal as such (no DNS, and no IP in TLS's SNI, which
     /// TLS forbids), a name through DNS.
-    static func target(_ address: PeerAddress) -> any ResolvableTarget {
+    public static func target(_ address: PeerAddress) -> any ResolvableTarget {
         var v4 = in_addr()
         if inet_pton(AF_INET, address.host, &v4) == 1 { return .ipv4(address: address.host, port: address.port) }
         var v6 = in6_addr()

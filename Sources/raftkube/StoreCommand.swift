@@ -72,6 +72,11 @@ struct StoreCommand: AsyncParsableCommand {
     @Option(help: "CA certificate (PEM) that peer certificates must chain to.")
     var peerTrustedCaFile: String?
 
+    /// Logs go to standard error at info level; set up once per process.
+    static func bootstrapLogging() {
+        LoggingOnce.bootstrap
+    }
+
     /// The TLS identity given by a certificate/key/CA option triple, or nil when none is given;
     /// a partial triple, or an https URL without one (or the reverse), is a usage error.
     static func identity(certificate: String?, key: String?, ca: String?, options: String, urls: [String]) throws -> TLSIdentity? {
@@ -135,6 +140,12 @@ struct StoreCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try await runMember { _, _ in [] }
+    }
+
+    /// Runs the member with `extraServices` (made from the member once it exists) in its
+    /// service group: `init`/`join`/`start` add the join endpoint and the promoter.
+    func runMember(extraServices: (StoreMember, Logger) throws -> [any Service]) async throws {
         guard ["new", "existing"].contains(initialClusterState) else { throw ValidationError("--initial-cluster-state must be new or existing") }
         let client = try Self.endpoint(listenClientUrls, option: "--listen-client-urls")
         let peer = try Self.endpoint(listenPeerUrls, option: "--listen-peer-urls")
@@ -170,11 +181,7 @@ struct StoreCommand: AsyncParsableCommand {
             attributes.id = id
             initialMembers[id] = attributes
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .info
-            return handler
-        }
+        StoreCommand.bootstrapLogging()
         var logger = Logger(label: "raftkube.store")
         logger[metadataKey: "member"] = "\(name)"
         guard let progressInterval = Self.duration(experimentalWatchProgressNotifyInterval), progressInterval > .zero else {
@@ -215,7 +222,17 @@ struct StoreCommand: AsyncParsableCommand {
         if let clientIdentity { member.security = try APISecurity(identity: clientIdentity, clientCertificateRequired: clientCertAuth) }
         let leases = LeaseKeeper(member: member, extensionMs: Int64(heartbeatInterval * 10))
         let api = EtcdGRPCServer(member: member, leases: leases, host: client.host, port: client.port, logger: logger)
-        let group = ServiceGroup(services: [runtime, leases, api, MemberPublisher(member: member)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let services: [any Service] = [runtime, leases, api, MemberPublisher(member: member)] + (try extraServices(member, logger))
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
+    }
+}
+
+/// `LoggingSystem.bootstrap` may run only once per process.
+enum LoggingOnce {
+    static let bootstrap: Void = LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = .info
+        return handler
     }
 }

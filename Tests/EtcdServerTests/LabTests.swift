@@ -57,13 +57,38 @@ struct LabTests {
         let root: String
         let environment: [String: String]
         let pki: String
-        var tlsArguments: [String] { ["--cacert", "\(pki)/ca.crt", "--cert", "\(pki)/admin.crt", "--key", "\(pki)/admin.key"] }
+        /// Where etcdctl finds the CA and the administrator's certificate and key.
+        var credentials: String
+        var tlsArguments: [String] { ["--cacert", "\(credentials)/ca.crt", "--cert", "\(credentials)/admin.crt", "--key", "\(credentials)/admin.key"] }
 
         init() throws {
             root = NSTemporaryDirectory() + "raftkube-labtest-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
             environment = ["LAB_ROOT": "\(root)/lab"]
             pki = "\(root)/pki"
+            credentials = pki
+        }
+
+        func dataDir(_ vm: Int) -> String { "\(root)/lab/vm\(vm)/data" }
+
+        /// Runs `raftkube ARGUMENTS` in `vm` in the foreground.
+        func raftkube(_ vm: Int, _ arguments: [String]) throws -> (status: Int32, output: String) {
+            // Bounded: a join that wrongly succeeded would run its node in the foreground.
+            try LabTests.run(["\(LabTests.repository)/cluster/lab", "exec", "vm\(vm)", "timeout", "60", ProcessCluster.siblingBinary] + arguments, environment: environment, root: root)
+        }
+
+        /// Starts `raftkube ARGUMENTS` in `vm` in the background, logging to vmN.log.
+        func spawnRaftkube(_ vm: Int, _ arguments: [String]) throws {
+            let result = try LabTests.run(["\(LabTests.repository)/cluster/lab", "spawn", "vm\(vm)", "\(root)/vm\(vm).log", ProcessCluster.siblingBinary] + arguments,
+                                          environment: environment, root: root)
+            guard result.status == 0 else { throw LabError(description: "spawn in vm\(vm): \(result.output)") }
+        }
+
+        func log(_ vm: Int) -> String { (try? String(contentsOfFile: "\(root)/vm\(vm).log", encoding: .utf8)) ?? "" }
+
+        /// `member list` rows: ID, status, name, peer URLs, client URLs, is learner.
+        func members() throws -> [[String]] {
+            try etcdctl(["member", "list"]).output.split(separator: "\n").map { $0.components(separatedBy: ", ") }.filter { $0.count == 6 }
         }
 
         func lab(_ arguments: String...) throws -> (status: Int32, output: String) {
@@ -206,5 +231,85 @@ struct LabTests {
         #expect(try Self.run(["ip", "link", "show", "rkbr0"], root: lab.root).status != 0)
         #expect(!(try Self.run(["nft", "list", "tables"], root: lab.root).output.contains("rklab")))
         #expect(!FileManager.default.fileExists(atPath: "\(lab.root)/lab"))
+    }
+
+    @Test("init in vm1 prints the join command; vm2 and vm3 join and become voters; bad tokens, a wrong CA hash and reused data directories are refused and change nothing; a node restarts with no flags")
+    func initAndJoin() throws {
+        let lab = try Lab()
+        defer { lab.tearDown() }
+        _ = try lab.lab("down")
+        try #require(try lab.lab("up", "3").status == 0)
+        lab.credentials = "\(lab.dataDir(1))/pki"
+        let started = Date()
+        try lab.spawnRaftkube(1, ["init", "--advertise-address", Self.address(1), "--data-dir", lab.dataDir(1), "--node-name", "vm1", "--cluster-name", "lab"])
+        let printed = Self.eventually(30) { lab.log(1).contains("raftkube join ") }
+        try #require(printed, "\(lab.log(1))")
+        let joinLine = try #require(lab.log(1).split(separator: "\n").first { $0.hasPrefix("raftkube join ") }).split(separator: " ").map(String.init)
+        // raftkube join ADDRESS:PORT --token T --ca-cert-hash H
+        let endpoint = joinLine[2], token = joinLine[4], hash = joinLine[6]
+        #expect(endpoint == "\(Self.address(1)):2381" && hash.hasPrefix("sha256:"), "\(joinLine)")
+        #expect(lab.log(1).contains("[init] creating the cluster CA"), "progress lines: \(lab.log(1))")
+
+        func join(_ vm: Int, token: String = token, hash: String = hash, dataDir: String? = nil) throws -> (status: Int32, output: String) {
+            try lab.raftkube(vm, ["join", endpoint, "--token", token, "--ca-cert-hash", hash, "--data-dir", dataDir ?? lab.dataDir(vm),
+                                  "--advertise-address", Self.address(vm), "--node-name", "vm\(vm)"])
+        }
+        // Refusals: each says what to do, and nothing joins or is written.
+        let zeroHash = "sha256:" + String(repeating: "0", count: 64)
+        let tokenID = String(token.prefix(6))
+        let refusals: [(String, String, String)] = [
+            (token, zeroHash, "not the pinned"),
+            ("\(tokenID).\(String(repeating: "a", count: 16))", hash, "has the wrong secret"),
+            ("zzzzzz.0123456789abcdef", hash, "is not known to this cluster"),
+            ("nope", hash, "[a-z0-9]{6}.[a-z0-9]{16}"),
+            (token, "sha256:xyz", "64 lowercase hex digits"),
+        ]
+        for (badToken, badHash, message) in refusals {
+            let refused = try join(2, token: badToken, hash: badHash)
+            #expect(refused.status != 0 && refused.output.contains(message), "\(message): \(refused.output)")
+            #expect(!FileManager.default.fileExists(atPath: "\(lab.dataDir(2))/node.json"))
+        }
+        #expect(try lab.members().count == 1)
+        let again = try lab.raftkube(1, ["init", "--advertise-address", Self.address(1), "--data-dir", lab.dataDir(1)])
+        #expect(again.status != 0 && again.output.contains("already holds node vm1"), "\(again.output)")
+
+        // Two control-plane joins: learners first, then voters.
+        for vm in [2, 3] {
+            try lab.spawnRaftkube(vm, ["join", endpoint, "--token", token, "--ca-cert-hash", hash, "--data-dir", lab.dataDir(vm),
+                                       "--advertise-address", Self.address(vm), "--node-name", "vm\(vm)"])
+        }
+        let voters = try Self.eventually(60) {
+            let rows = try lab.members()
+            return rows.count == 3 && rows.allSatisfy { $0[5] == "false" && !$0[2].isEmpty }
+        }
+        let rows = try lab.members()
+        #expect(voters, "\(rows)\n\(lab.logs())")
+        print("lab: init + 2 joins to 3 voters: \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+        #expect(try lab.etcdctl(["put", "joined", "yes"], vms: [3]).status == 0)
+        #expect(try lab.etcdctl(["get", "joined", "--print-value-only"], vms: [2]).output.contains("yes"))
+
+        // Tokens: create one that expires at once; it is refused as expired; list and delete.
+        let created = try lab.raftkube(2, ["token", "create", "--data-dir", lab.dataDir(2), "--ttl", "1s", "--description", "short"])
+        #expect(created.status == 0, "\(created.output)")
+        let shortToken = String(created.output.split(separator: "\n").first { $0.wholeMatch(of: /[a-z0-9]{6}\.[a-z0-9]{16}/) != nil } ?? "")
+        Thread.sleep(forTimeInterval: 1.5)
+        let expired = try join(3, token: shortToken, dataDir: "\(lab.root)/lab/vm3/other")
+        #expect(expired.status != 0 && expired.output.contains("expired at"), "\(expired.output)")
+        let listed = try lab.raftkube(1, ["token", "list", "--data-dir", lab.dataDir(1)])
+        #expect(listed.output.contains(tokenID) && listed.output.contains("(expired)") && !listed.output.contains(String(token.suffix(16))), "\(listed.output)")
+        #expect(try lab.raftkube(1, ["token", "delete", "--data-dir", lab.dataDir(1), String(shortToken.prefix(6))]).status == 0)
+        #expect(!(try lab.raftkube(1, ["token", "list", "--data-dir", lab.dataDir(1)]).output.contains(String(shortToken.prefix(6)))))
+
+        // A data directory of this cluster, or of another, is not joined again.
+        let reused = try join(2)
+        #expect(reused.status != 0 && reused.output.contains("already holds node vm2"), "\(reused.output)")
+        let foreign = try join(2, hash: "sha256:" + String(repeating: "1", count: 64))
+        #expect(foreign.status != 0 && foreign.output.contains("belongs to another cluster"), "\(foreign.output)")
+
+        // Restart with no flags but the data directory: the same member, serving.
+        #expect(try lab.lab("kill", "vm2").status == 0)
+        try lab.spawnRaftkube(2, ["start", "--data-dir", lab.dataDir(2)])
+        #expect(try Self.eventually(30) { try lab.etcdctl(["get", "joined", "--print-value-only", "--consistency=s"], vms: [2]).output.contains("yes") }, "\(lab.logs())")
+        #expect(try lab.members().count == 3)
     }
 }
