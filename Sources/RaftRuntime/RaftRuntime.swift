@@ -444,10 +444,17 @@ public actor RaftRuntime: Service {
             let commands = commands(in: ready.committedEntries)
             let stateMachine = self.stateMachine
             let restoreJob = restoring.map { ($0.index, $0.data) }
-            let responses = try await disk.runIfActive { () throws -> [[UInt8]] in
-                try pendingSync?.run()
-                if let (index, data) = restoreJob { try stateMachine.restore(data, index: index) }
-                return commands.isEmpty ? [] : try stateMachine.apply(commands.map(\.command))
+            // A Ready with nothing to sync, restore or apply (heartbeats, votes, read states)
+            // stays on the actor: two thread hops would only add latency.
+            let responses: [[UInt8]]
+            if pendingSync == nil && restoreJob == nil && commands.isEmpty {
+                responses = []
+            } else {
+                responses = try await disk.runIfActive { () throws -> [[UInt8]] in
+                    try pendingSync?.run()
+                    if let (index, data) = restoreJob { try stateMachine.restore(data, index: index) }
+                    return commands.isEmpty ? [] : try stateMachine.apply(commands.map(\.command))
+                }
             }
             transport.send(ready.messagesAfterPersist)
             if let restoring { restored(index: restoring.index, registry: restoring.registry) }

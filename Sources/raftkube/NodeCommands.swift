@@ -64,6 +64,8 @@ enum NodeRunner {
     static func run(_ config: NodeConfig, dataDir: String, afterStart: (@Sendable (StoreMember, Logger) async -> Void)? = nil) async throws {
         let paths = NodePaths(dataDir: dataDir)
         StoreCommand.bootstrapLogging()
+        // `raftkube leave` finds the running node by this file.
+        try PEMFiles.write("\(getpid())\n", to: "\(dataDir)/node.pid", secret: false)
         let logger = Logger(label: "raftkube.node")
         if config.worker {
             logger.info("worker node up; it runs no store member (the kubelet and proxy come later)", metadata: ["node": "\(config.nodeName)"])
@@ -315,6 +317,9 @@ struct StartCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard let config = try NodeConfig.load(dataDir) else {
+            if FileManager.default.fileExists(atPath: NodeConfig.path(dataDir) + ".left") {
+                throw ValidationError("the node in \(dataDir) left its cluster (raftkube leave): join again with a new data directory")
+            }
             throw ValidationError("\(dataDir) holds no node: run `raftkube init` or `raftkube join` first")
         }
         try await NodeRunner.run(config, dataDir: dataDir)

@@ -9,7 +9,7 @@ struct RaftKube: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raftkube",
         abstract: "A Kubernetes-style container orchestrator built on its own Raft.",
-        subcommands: [InitCommand.self, JoinCommand.self, StartCommand.self, TokenCommand.self, StoreCommand.self, Bench.self, RaftNodeCommand.self])
+        subcommands: [InitCommand.self, JoinCommand.self, StartCommand.self, LeaveCommand.self, ClusterCommand.self, TokenCommand.self, StoreCommand.self, Bench.self, RaftNodeCommand.self])
 }
 
 struct Bench: AsyncParsableCommand {

@@ -311,5 +311,30 @@ struct LabTests {
         try lab.spawnRaftkube(2, ["start", "--data-dir", lab.dataDir(2)])
         #expect(try Self.eventually(30) { try lab.etcdctl(["get", "joined", "--print-value-only", "--consistency=s"], vms: [2]).output.contains("yes") }, "\(lab.logs())")
         #expect(try lab.members().count == 3)
+
+        // cluster members / status from the host with the admin config init wrote.
+        let adminConfig = "\(lab.dataDir(1))/admin.conf"
+        let listing = try Self.run([ProcessCluster.siblingBinary, "cluster", "members", "--admin-config", adminConfig], root: lab.root)
+        #expect(listing.status == 0 && ["vm1", "vm2", "vm3"].allSatisfy { listing.output.contains($0) }
+                && listing.output.components(separatedBy: " voter ").count == 4, "\(listing.output)")
+        let status = try Self.run([ProcessCluster.siblingBinary, "cluster", "status", "--admin-config", adminConfig], root: lab.root)
+        #expect(status.status == 0 && status.output.components(separatedBy: " leader ").count == 2
+                && status.output.components(separatedBy: " follower ").count == 3, "\(status.output)")
+        let noConfig = try Self.run([ProcessCluster.siblingBinary, "cluster", "status", "--admin-config", "/nonexistent/admin.conf"], root: lab.root)
+        #expect(noConfig.status != 0 && noConfig.output.contains("cannot read the admin config"), "\(noConfig.output)")
+
+        // A follower leaves, then the leader leaves: the rest keeps serving.
+        let leader = try #require(try lab.leader())
+        let follower = try #require([1, 2, 3].first { $0 != leader })
+        let left = try lab.raftkube(follower, ["leave", "--data-dir", lab.dataDir(follower)])
+        #expect(left.status == 0 && left.output.contains("has left"), "\(left.output)")
+        #expect(try Self.eventually(10) { try lab.members().count == 2 })
+        let restart = try lab.raftkube(follower, ["start", "--data-dir", lab.dataDir(follower)])
+        #expect(restart.status != 0 && restart.output.contains("left its cluster"), "\(restart.output)")
+        let leaderLeft = try lab.raftkube(leader, ["leave", "--data-dir", lab.dataDir(leader)])
+        #expect(leaderLeft.status == 0 && leaderLeft.output.contains("handing leadership"), "\(leaderLeft.output)")
+        let last = try #require([1, 2, 3].first { $0 != leader && $0 != follower })
+        #expect(try Self.eventually(15) { try lab.etcdctl(["put", "after-leave", "yes"], vms: [last], timeout: 2).status == 0 }, "\(lab.logs())")
+        #expect(try lab.etcdctl(["member", "list"], vms: [last]).output.split(separator: "\n").count == 1)
     }
 }

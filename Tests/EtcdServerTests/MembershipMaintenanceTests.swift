@@ -106,7 +106,12 @@ struct MembershipMaintenanceTests {
         try cluster.start(3)
         let endpoint3 = "127.0.0.1:\(cluster.clientPort(3))"
         // Writes after the restart reach member 3 only through its new peer address.
-        #expect(try cluster.etcdctl(["put", "after-move", "yes"], endpoints: "127.0.0.1:\(cluster.clientPort(1))").status == 0)
+        // m3 may have led: a write forwarded to it before m1 and m2 elect a new leader is lost
+        // (etcd's clients see the same timeout), so write until one is acknowledged.
+        let written = try Self.eventually {
+            try cluster.etcdctl(["put", "after-move", "yes"], endpoints: "127.0.0.1:\(cluster.clientPort(1))", commandTimeout: 3).status == 0
+        }
+        #expect(written, "\(cluster.diagnostics())")
         let rejoined = try Self.eventually {
             try cluster.etcdctl(["get", "after-move", "--consistency=s", "--print-value-only"], endpoints: endpoint3).stdout.contains("yes")
         }

@@ -1,0 +1,195 @@
+import ArgumentParser
+import ClusterPKI
+import EtcdAPI
+import EtcdServer
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import RaftRuntime
+import X509
+
+/// Administrator access to the store: the admin config `init` wrote (kubeconfig format), or a
+/// node's own certificate when run on a node.
+struct AdminAccess: ParsableArguments {
+    @Option(help: "The administrator's config written by init (DATA/admin.conf).")
+    var adminConfig: String?
+
+    @Option(help: "A node's data directory (uses the node's certificate) instead of --admin-config.")
+    var dataDir: String?
+
+    @Option(help: "Store endpoint, https://ADDRESS:PORT (default: the admin config's server address, port 2379).")
+    var endpoint: String?
+
+    /// The parsed options as a plain value.
+    var target: AdminTarget { AdminTarget(adminConfig: adminConfig, dataDir: dataDir, endpoint: endpoint) }
+
+    func withClient<Result: Sendable>(_ address: PeerAddress? = nil, _ body: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result) async throws -> Result {
+        try await target.withClient(address, body)
+    }
+}
+
+/// Where and as whom to reach the store (an `AdminAccess` after parsing, or made directly).
+struct AdminTarget: Sendable {
+    var adminConfig: String?
+    var dataDir: String?
+    var endpoint: String?
+
+    /// The TLS identity and the endpoint to reach.
+    func resolve() throws -> (identity: TLSIdentity, endpoint: PeerAddress) {
+        if let dataDir {
+            guard let config = try NodeConfig.load(dataDir) else { throw ValidationError("\(dataDir) holds no node") }
+            let paths = NodePaths(dataDir: dataDir)
+            let identity = try TLSIdentity.load(certificate: paths.nodeCertificate, key: paths.nodeKey, trustedCA: paths.caCertificate)
+            return (identity, try address(endpoint) ?? PeerAddress(host: config.advertiseAddress, port: config.clientPort))
+        }
+        let path = adminConfig ?? "/var/lib/raftkube/admin.conf"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationError("cannot read the admin config \(path) (init writes it in its data directory; see --admin-config)")
+        }
+        func field(_ name: String) throws -> String {
+            guard let line = text.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix(name + ":") }),
+                  let value = line.split(separator: ":", maxSplits: 1).last?.trimmingCharacters(in: .whitespaces)
+            else { throw ValidationError("\(path) has no \(name)") }
+            return value
+        }
+        func decoded(_ name: String) throws -> String {
+            guard let data = Data(base64Encoded: try field(name)) else { throw ValidationError("\(path): \(name) is not base64") }
+            return String(decoding: data, as: UTF8.self)
+        }
+        let ca = try Certificate(pemEncoded: try decoded("certificate-authority-data"))
+        let certificate = try Certificate(pemEncoded: try decoded("client-certificate-data"))
+        let key = try Certificate.PrivateKey(pemEncoded: try decoded("client-key-data"))
+        let server = try field("server")
+        let host = StoreMember.address(ofURL: server)?.host ?? "127.0.0.1"
+        return (TLSIdentity(trust: ClusterTrust(ca: ca), certificateChain: [certificate], privateKey: key),
+                try address(endpoint) ?? PeerAddress(host: host, port: 2379))
+    }
+
+    func address(_ url: String?) throws -> PeerAddress? {
+        guard let url else { return nil }
+        guard let address = StoreMember.address(ofURL: url) else { throw ValidationError("--endpoint '\(url)' is not https://ADDRESS:PORT") }
+        return address
+    }
+
+    /// Runs `body` with a client of `endpoint` (the resolved one by default).
+    func withClient<Result: Sendable>(_ target: PeerAddress? = nil, _ body: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result) async throws -> Result {
+        let (identity, endpoint) = try resolve()
+        let security = try APISecurity(identity: identity, clientCertificateRequired: true).clientSecurity(logger: Logger(label: "raftkube.cluster"))
+        return try await withGRPCClient(transport: try .http2NIOPosix(target: StoreMember.target(target ?? endpoint), transportSecurity: security)) { client in
+            try await body(client)
+        }
+    }
+}
+
+/// Columns padded to `widths` (the last one unpadded).
+func row(_ cells: [String], widths: [Int]) -> String {
+    cells.enumerated().map { index, cell in
+        index < widths.count ? cell.padding(toLength: max(widths[index], cell.count), withPad: " ", startingAt: 0) : cell
+    }.joined(separator: " ")
+}
+
+struct ClusterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Show the cluster's members and their Raft state.",
+        subcommands: [Members.self, Status.self])
+
+    struct Members: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the members: name, ID, role, peer and client URLs.")
+        @OptionGroup var access: AdminAccess
+
+        func run() async throws {
+            let members = try await access.withClient { client in
+                try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
+            }
+            print(row(["NAME", "ID", "ROLE", "PEER", "CLIENT"], widths: [15, 17, 8, 28]))
+            for member in members.sorted(by: { $0.name < $1.name }) {
+                print(row([member.name.isEmpty ? "(unstarted)" : member.name, String(member.id, radix: 16), member.isLearner ? "learner" : "voter",
+                           member.peerUrls.joined(separator: ","), member.clientUrls.joined(separator: ",")], widths: [15, 17, 8, 28]))
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Each member's role, term, leader, commit and applied index, and lag behind the leader.")
+        @OptionGroup var access: AdminAccess
+
+        func run() async throws {
+            let members = try await access.withClient { client in
+                try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
+            }
+            var rows: [(Etcdserverpb_Member, Etcdserverpb_StatusResponse?)] = []
+            for member in members {
+                guard let url = member.clientUrls.first, let address = StoreMember.address(ofURL: url) else {
+                    rows.append((member, nil))
+                    continue
+                }
+                let status = try? await access.withClient(address) { client in
+                    try await Etcdserverpb_Maintenance.Client(wrapping: client).status(Etcdserverpb_StatusRequest())
+                }
+                rows.append((member, status))
+            }
+            let leaderCommit = rows.compactMap { $0.1 }.first { $0.leader == $0.header.memberID }?.raftIndex
+            let widths = [15, 9, 26, 6, 17, 8, 8]
+            print(row(["NAME", "ROLE", "ADDRESS", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG"], widths: widths))
+            for (member, status) in rows.sorted(by: { $0.0.name < $1.0.name }) {
+                let name = member.name.isEmpty ? "(unstarted)" : member.name
+                let address = member.clientUrls.first ?? "-"
+                guard let status else {
+                    print(row([name, member.isLearner ? "learner" : "voter", address, "unreachable"], widths: widths))
+                    continue
+                }
+                let role = status.leader == member.id ? "leader" : member.isLearner ? "learner" : "follower"
+                let lag = leaderCommit.map { String(Int64($0) - Int64(status.raftAppliedIndex)) } ?? "?"
+                print(row([name, role, address, String(status.raftTerm), String(status.leader, radix: 16), String(status.raftIndex),
+                           String(status.raftAppliedIndex), lag], widths: widths))
+            }
+        }
+    }
+}
+
+/// `raftkube leave`: hands leadership over if this node leads, removes it from the store's
+/// members, stops its node process, and marks its data directory as left.
+struct LeaveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "leave",
+        abstract: "Take this node out of the cluster: transfer leadership if it leads, remove its member, stop it.")
+
+    @Option(help: "The node's data directory.")
+    var dataDir: String = "/var/lib/raftkube"
+
+    func run() async throws {
+        guard let config = try NodeConfig.load(dataDir) else { throw ValidationError("\(dataDir) holds no node") }
+        let own = AdminTarget(dataDir: dataDir)
+        if !config.worker {
+            let (id, leader) = try await own.withClient { client in
+                let status = try await Etcdserverpb_Maintenance.Client(wrapping: client).status(Etcdserverpb_StatusRequest())
+                return (status.header.memberID, status.leader)
+            }
+            if id == leader {
+                let target = try await own.withClient { client in
+                    try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
+                        .first { $0.id != id && !$0.isLearner }?.id
+                }
+                if let target {
+                    say("[leave] \(config.nodeName) leads: handing leadership to \(String(target, radix: 16))")
+                    let move = Etcdserverpb_MoveLeaderRequest.with { $0.targetID = target }
+                    _ = try await own.withClient { client in try await Etcdserverpb_Maintenance.Client(wrapping: client).moveLeader(move) }
+                }
+            }
+            say("[leave] removing member \(String(id, radix: 16)) (\(config.nodeName))")
+            let remove = Etcdserverpb_MemberRemoveRequest.with { $0.id = id }
+            _ = try await own.withClient { client in try await Etcdserverpb_Cluster.Client(wrapping: client).memberRemove(remove) }
+        }
+        if let text = try? String(contentsOfFile: "\(dataDir)/node.pid", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 {
+            say("[leave] stopping the node (pid \(pid))")
+            kill(pid, SIGTERM)
+            for _ in 0..<100 where kill(pid, 0) == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        guard rename(NodeConfig.path(dataDir), NodeConfig.path(dataDir) + ".left") == 0 else {
+            throw ValidationError("cannot mark \(dataDir) as left: errno \(errno)")
+        }
+        say("[leave] \(config.nodeName) has left \(config.clusterName); \(dataDir) keeps its files (remove them, or join again with another data directory)")
+    }
+}
