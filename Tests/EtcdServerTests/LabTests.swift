@@ -41,15 +41,6 @@ struct LabTests {
         return (exitStatus, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }
 
-    static func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        return try condition()
-    }
-
     static func address(_ vm: Int) -> String { "10.77.0.\(10 + vm)" }
 
     /// A lab of three VMs, each running a TLS store member, and etcdctl from the host.
@@ -168,7 +159,7 @@ struct LabTests {
         try #require(up.status == 0, "\(up.output)")
         try lab.makeCertificates()
         try lab.startMembers()
-        let serving = try Self.eventually(30) { try lab.etcdctl(["put", "k/0", "0"]).status == 0 }
+        let serving = try eventually(30, every: 0.1) { try lab.etcdctl(["put", "k/0", "0"]).status == 0 }
         try #require(serving, "\(lab.logs())")
         for number in 1..<50 { #expect(try lab.etcdctl(["put", "k/\(number)", "\(number)"]).status == 0) }
 
@@ -178,7 +169,7 @@ struct LabTests {
         #expect(try lab.lab("kill", "vm\(leader)").status == 0)
         let killed = Date()
         var writes = 0
-        let recovered = try Self.eventually(20) {
+        let recovered = try eventually(20, every: 0.1) {
             let ok = try lab.etcdctl(["put", "k/failover", "yes"], vms: others, timeout: 1).status == 0
             if ok { writes += 1 }
             return ok
@@ -187,14 +178,14 @@ struct LabTests {
         print("lab: failover after killing the leader's VM: \(Int(failover * 1000)) ms")
         #expect(recovered, "\(lab.logs())")
         #expect(try lab.lab("start", "vm\(leader)").status == 0)
-        #expect(try Self.eventually(20) { try lab.keyCount(vm: leader) == 51 }, "\(lab.logs())")
+        #expect(try eventually(20, every: 0.1) { try lab.keyCount(vm: leader) == 51 }, "\(lab.logs())")
 
         // Partition one member: the majority serves; the isolated one refuses writes and
         // linearizable reads with an error, never an old value.
         let isolated = 3
         #expect(try lab.lab("partition", "vm\(isolated)").status == 0)
         let majority = [1, 2]
-        #expect(try Self.eventually(10) { try lab.etcdctl(["put", "k/partitioned", "new"], vms: majority, timeout: 2).status == 0 }, "\(lab.logs())")
+        #expect(try eventually(10, every: 0.1) { try lab.etcdctl(["put", "k/partitioned", "new"], vms: majority, timeout: 2).status == 0 }, "\(lab.logs())")
         #expect(try lab.etcdctl(["get", "k/partitioned", "--print-value-only"], vms: majority).output.contains("new"))
         let staleWrite = try lab.etcdctl(["put", "k/minority", "x"], vms: [isolated], timeout: 3)
         #expect(staleWrite.status != 0, "\(staleWrite.output)")
@@ -202,14 +193,14 @@ struct LabTests {
         #expect(staleRead.status != 0 && !staleRead.output.contains("new"), "\(staleRead.output)")
         #expect(staleRead.output.contains("etcdserver:"), "a clear error: \(staleRead.output)")
         #expect(try lab.lab("heal").status == 0)
-        #expect(try Self.eventually(20) { try lab.keyCount(vm: isolated) == 52 }, "\(lab.logs())")
+        #expect(try eventually(20, every: 0.1) { try lab.keyCount(vm: isolated) == 52 }, "\(lab.logs())")
         #expect(try lab.etcdctl(["get", "k/minority"], vms: majority).output.contains("k/minority") == false)
-        #expect(try Self.eventually(10) { let hashes = try lab.hashes(); return hashes.count == 3 && Set(hashes).count == 1 })
+        #expect(try eventually(10, every: 0.1) { let hashes = try lab.hashes(); return hashes.count == 3 && Set(hashes).count == 1 })
 
         // Stop all three, start all three: every acknowledged write is there.
         for vm in 1...3 { #expect(try lab.lab("kill", "vm\(vm)").status == 0) }
         for vm in 1...3 { #expect(try lab.lab("start", "vm\(vm)").status == 0) }
-        #expect(try Self.eventually(30) { try lab.etcdctl(["get", "k/", "--prefix", "--keys-only"]).output.split(separator: "\n").filter { $0.hasPrefix("k/") }.count == 52 },
+        #expect(try eventually(30, every: 0.1) { try lab.etcdctl(["get", "k/", "--prefix", "--keys-only"]).output.split(separator: "\n").filter { $0.hasPrefix("k/") }.count == 52 },
                 "\(lab.logs())")
         #expect(try lab.etcdctl(["get", "k/failover", "--print-value-only"]).output.contains("yes"))
     }
@@ -242,7 +233,7 @@ struct LabTests {
         lab.credentials = "\(lab.dataDir(1))/pki"
         let started = Date()
         try lab.spawnRaftkube(1, ["init", "--advertise-address", Self.address(1), "--data-dir", lab.dataDir(1), "--node-name", "vm1", "--cluster-name", "lab"])
-        let printed = Self.eventually(30) { lab.log(1).contains("raftkube join ") }
+        let printed = eventually(30, every: 0.1) { lab.log(1).contains("raftkube join ") }
         try #require(printed, "\(lab.log(1))")
         let joinLine = try #require(lab.log(1).split(separator: "\n").first { $0.hasPrefix("raftkube join ") }).split(separator: " ").map(String.init)
         // raftkube join ADDRESS:PORT --token T --ca-cert-hash H
@@ -278,7 +269,7 @@ struct LabTests {
             try lab.spawnRaftkube(vm, ["join", endpoint, "--token", token, "--ca-cert-hash", hash, "--data-dir", lab.dataDir(vm),
                                        "--advertise-address", Self.address(vm), "--node-name", "vm\(vm)"])
         }
-        let voters = try Self.eventually(60) {
+        let voters = try eventually(60, every: 0.1) {
             let rows = try lab.members()
             return rows.count == 3 && rows.allSatisfy { $0[5] == "false" && !$0[2].isEmpty }
         }
@@ -309,7 +300,7 @@ struct LabTests {
         // Restart with no flags but the data directory: the same member, serving.
         #expect(try lab.lab("kill", "vm2").status == 0)
         try lab.spawnRaftkube(2, ["start", "--data-dir", lab.dataDir(2)])
-        #expect(try Self.eventually(30) { try lab.etcdctl(["get", "joined", "--print-value-only", "--consistency=s"], vms: [2]).output.contains("yes") }, "\(lab.logs())")
+        #expect(try eventually(30, every: 0.1) { try lab.etcdctl(["get", "joined", "--print-value-only", "--consistency=s"], vms: [2]).output.contains("yes") }, "\(lab.logs())")
         #expect(try lab.members().count == 3)
 
         // cluster members / status from the host with the admin config init wrote.
@@ -328,13 +319,13 @@ struct LabTests {
         let follower = try #require([1, 2, 3].first { $0 != leader })
         let left = try lab.raftkube(follower, ["leave", "--data-dir", lab.dataDir(follower)])
         #expect(left.status == 0 && left.output.contains("has left"), "\(left.output)")
-        #expect(try Self.eventually(10) { try lab.members().count == 2 })
+        #expect(try eventually(10, every: 0.1) { try lab.members().count == 2 })
         let restart = try lab.raftkube(follower, ["start", "--data-dir", lab.dataDir(follower)])
         #expect(restart.status != 0 && restart.output.contains("left its cluster"), "\(restart.output)")
         let leaderLeft = try lab.raftkube(leader, ["leave", "--data-dir", lab.dataDir(leader)])
         #expect(leaderLeft.status == 0 && leaderLeft.output.contains("handing leadership"), "\(leaderLeft.output)")
         let last = try #require([1, 2, 3].first { $0 != leader && $0 != follower })
-        #expect(try Self.eventually(15) { try lab.etcdctl(["put", "after-leave", "yes"], vms: [last], timeout: 2).status == 0 }, "\(lab.logs())")
+        #expect(try eventually(15, every: 0.1) { try lab.etcdctl(["put", "after-leave", "yes"], vms: [last], timeout: 2).status == 0 }, "\(lab.logs())")
         #expect(try lab.etcdctl(["member", "list"], vms: [last]).output.split(separator: "\n").count == 1)
     }
 }

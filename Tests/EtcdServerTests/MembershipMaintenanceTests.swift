@@ -16,16 +16,6 @@ struct MembershipMaintenanceTests {
         return result.stdout.split(separator: "\n").map { $0.components(separatedBy: ", ") }.filter { $0.count == 6 }
     }
 
-    /// Retries `condition` for at most `seconds`.
-    static func eventually(_ seconds: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.25)
-        }
-        return try condition()
-    }
-
     @Test("member add (learner), a fourth process joins, promote, remove through a follower; bad membership requests refused")
     func membership() throws {
         let cluster = try StoreCluster(name: "members")
@@ -33,7 +23,7 @@ struct MembershipMaintenanceTests {
         try cluster.start()
         try cluster.waitUntilServing()
         // Every member publishes its name and client URL through the log.
-        let published = try Self.eventually {
+        let published = try eventually {
             let rows = try Self.members(cluster)
             return rows.count == 3 && Set(rows.map { $0[2] }) == ["m1", "m2", "m3"]
                 && rows.allSatisfy { row in (1...3).contains { row[4] == "http://127.0.0.1:\(cluster.clientPort($0))" } }
@@ -50,15 +40,15 @@ struct MembershipMaintenanceTests {
         try cluster.start(4, members: [1, 2, 3, 4], existing: true)
         let endpoint4 = "127.0.0.1:\(cluster.clientPort(4))"
         // The learner catches up (serializable reads are local) and publishes itself.
-        let caughtUp = try Self.eventually {
+        let caughtUp = try eventually {
             (try cluster.etcdctl(["get", "ready", "--consistency=s", "--print-value-only"], endpoints: endpoint4)).stdout.contains("yes")
         }
         #expect(caughtUp, "the new member never caught up\n\(cluster.diagnostics())")
-        #expect(try Self.eventually { try Self.members(cluster).contains { $0[0] == id4 && $0[2] == "m4" && $0[4] == "http://\(endpoint4)" } })
+        #expect(try eventually { try Self.members(cluster).contains { $0[0] == id4 && $0[2] == "m4" && $0[4] == "http://\(endpoint4)" } })
 
         // Promotion succeeds once the learner is in sync; promoting a voter is refused.
         var promote = ""
-        let promoted = try Self.eventually {
+        let promoted = try eventually {
             promote = try cluster.etcdctl(["member", "promote", id4]).output
             return promote.contains("promoted")
         }
@@ -78,7 +68,7 @@ struct MembershipMaintenanceTests {
         cluster.kill(2)
         #expect(try Self.members(cluster, endpoints: endpoint4).map { $0[2] }.sorted() == ["m1", "m3", "m4"])
         let survivors = [1, 3, 4].map { "127.0.0.1:\(cluster.clientPort($0))" }.joined(separator: ",")
-        #expect(try Self.eventually { try cluster.etcdctl(["put", "after-remove", "1"], endpoints: survivors).status == 0 })
+        #expect(try eventually { try cluster.etcdctl(["put", "after-remove", "1"], endpoints: survivors).status == 0 })
 
         // Bad requests: etcd's errors, and the membership does not change.
         let unknown = try cluster.etcdctl(["member", "remove", "1234abcd"], endpoints: survivors)
@@ -108,11 +98,11 @@ struct MembershipMaintenanceTests {
         // Writes after the restart reach member 3 only through its new peer address.
         // m3 may have led: a write forwarded to it before m1 and m2 elect a new leader is lost
         // (etcd's clients see the same timeout), so write until one is acknowledged.
-        let written = try Self.eventually {
+        let written = try eventually {
             try cluster.etcdctl(["put", "after-move", "yes"], endpoints: "127.0.0.1:\(cluster.clientPort(1))", commandTimeout: 3).status == 0
         }
         #expect(written, "\(cluster.diagnostics())")
-        let rejoined = try Self.eventually {
+        let rejoined = try eventually {
             try cluster.etcdctl(["get", "after-move", "--consistency=s", "--print-value-only"], endpoints: endpoint3).stdout.contains("yes")
         }
         #expect(rejoined, "member 3 did not rejoin on its new peer URL\n\(cluster.diagnostics())")
@@ -160,7 +150,7 @@ struct MembershipMaintenanceTests {
         let follower = try #require(status.first { $0.count > 4 && $0[4] == "false" })
         let move = try cluster.etcdctl(["move-leader", follower[1]])
         #expect(move.status == 0 && move.output.contains("Leadership transferred from \(leader[1]) to \(follower[1])"), "\(move.output)")
-        let moved = try Self.eventually(10) {
+        let moved = try eventually(10) {
             try cluster.etcdctl(["endpoint", "status"], endpoints: follower[0]).stdout.contains(", true,")
         }
         #expect(moved)

@@ -24,15 +24,6 @@ struct MutualTLSTests {
         (try? String(contentsOfFile: "\(cluster.root)/m\(member).log", encoding: .utf8)) ?? ""
     }
 
-    static func eventually(_ seconds: Double = 15, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.25)
-        }
-        return try condition()
-    }
-
     @Test("etcdctl with the admin certificate works on every member and through a follower's forwarding; no certificate, another CA's, an expired one, or a non-node certificate on the peer port are refused and logged with the reason")
     func mutualTLS() throws {
         let cluster = try StoreCluster(name: "tls")
@@ -84,14 +75,14 @@ struct MutualTLSTests {
         cluster.etcdctlArguments = ["--cacert", caFile, "--cert", foreignCertificate, "--key", foreignKey]
         let foreign = try cluster.etcdctl(["put", "foreign", "x"], endpoints: endpoint, commandTimeout: 3)
         #expect(foreign.status != 0, "\(foreign.output)")
-        #expect(Self.eventually { Self.log(cluster, 1).contains("was not issued by this cluster's CA") }, "\(Self.log(cluster, 1).suffix(2000))")
+        #expect(eventually(15) { Self.log(cluster, 1).contains("was not issued by this cluster's CA") }, "\(Self.log(cluster, 1).suffix(2000))")
 
         let (staleCertificate, staleKey) = try Self.issue("stale", .client(organization: CertificateAuthority.adminOrganization), by: ca, into: pki,
                                                           now: Date().addingTimeInterval(-10 * 86_400), days: 1)
         cluster.etcdctlArguments = ["--cacert", caFile, "--cert", staleCertificate, "--key", staleKey]
         let stale = try cluster.etcdctl(["put", "stale", "x"], endpoints: endpoint, commandTimeout: 3)
         #expect(stale.status != 0, "\(stale.output)")
-        #expect(Self.eventually { Self.log(cluster, 1).contains("expired") }, "\(Self.log(cluster, 1).suffix(2000))")
+        #expect(eventually(15) { Self.log(cluster, 1).contains("expired") }, "\(Self.log(cluster, 1).suffix(2000))")
         cluster.etcdctlArguments = saved
 
         // The peer port takes only node certificates: the administrator's is refused there.
@@ -103,7 +94,7 @@ struct MutualTLSTests {
         probe.standardError = FileHandle.nullDevice
         try probe.run()
         probe.waitUntilExit()
-        #expect(Self.eventually { Self.log(cluster, 2).contains("is not a raftkube:nodes certificate") }, "\(Self.log(cluster, 2).suffix(2000))")
+        #expect(eventually(15) { Self.log(cluster, 2).contains("is not a raftkube:nodes certificate") }, "\(Self.log(cluster, 2).suffix(2000))")
 
         let keys = try cluster.etcdctl(["get", "", "--prefix", "--keys-only"]).stdout.split(separator: "\n").filter { !$0.isEmpty }
         #expect(Set(keys) == ["k1", "k2", "k3", "ready"], "\(keys)")

@@ -36,15 +36,6 @@ struct SnapshotCatchUpTests {
         }
     }
 
-    static func eventually(_ seconds: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.25)
-        }
-        return try condition()
-    }
-
     /// Sizes of the member's Raft snapshot files.
     static func snapshotFileSizes(_ cluster: StoreCluster, member: Int) throws -> [Int] {
         let directory = "\(cluster.root)/m\(member)/raft/snap"
@@ -71,7 +62,7 @@ struct SnapshotCatchUpTests {
         try cluster.waitUntilServing()
         cluster.kill(3)
         // If member 3 led, proposals forwarded to it are lost until 1 and 2 elect a leader.
-        let leaderAgain = try Self.eventually {
+        let leaderAgain = try eventually {
             try cluster.etcdctl(["put", "leader", "again"], endpoints: "127.0.0.1:\(cluster.clientPort(1))", commandTimeout: 3).status == 0
         }
         #expect(leaderAgain, "\(cluster.diagnostics())")
@@ -90,7 +81,7 @@ struct SnapshotCatchUpTests {
 
         // Member 3's log position was compacted away: it gets the database in a snapshot.
         try cluster.start(3)
-        let caughtUp = try Self.eventually { try Self.count(cluster, member: 3) == "\(Self.keys)" }
+        let caughtUp = try eventually { try Self.count(cluster, member: 3) == "\(Self.keys)" }
         let member3Count = try Self.count(cluster, member: 3)
         #expect(caughtUp, "member 3 has \(member3Count) keys\n\(cluster.diagnostics())")
         let logs = try [1, 2].map { try String(contentsOfFile: "\(cluster.root)/m\($0).log", encoding: .utf8) }.joined()
@@ -100,7 +91,7 @@ struct SnapshotCatchUpTests {
         // The member took the leader's database at or after the snapshot's index, and skipped the
         // entries it already held: every member ends with the same keyspace.
         #expect(try cluster.etcdctl(["put", "after", "yes"]).status == 0)
-        let converged = try Self.eventually {
+        let converged = try eventually {
             let hashes = try Self.hashes(cluster)
             return hashes.count == 3 && Set(hashes).count == 1
         }
@@ -112,11 +103,11 @@ struct SnapshotCatchUpTests {
         try cluster.start()
         try cluster.waitUntilServing()
         for member in 1...3 {
-            #expect(try Self.eventually { try Self.count(cluster, member: member) == "\(Self.keys)" }, "member \(member) after restart")
+            #expect(try eventually { try Self.count(cluster, member: member) == "\(Self.keys)" }, "member \(member) after restart")
         }
         let value = try cluster.etcdctl(["get", "k/0777", "--print-value-only"]).stdout
         #expect(value.trimmingCharacters(in: .whitespacesAndNewlines) == Self.value)
-        let agreeAfterRestart = try Self.eventually {
+        let agreeAfterRestart = try eventually {
             let hashes = try Self.hashes(cluster)
             return hashes.count == 3 && Set(hashes).count == 1
         }
