@@ -76,7 +76,7 @@ public struct CertificateAuthority: Sendable {
         }
         var names: [GeneralName] = dnsNames.map { .dnsName($0) }
         for address in ipAddresses {
-            guard let bytes = IPAddressBytes(address) else { throw PKIError.invalid("\(address) is not an IPv4 or IPv6 address") }
+            guard let bytes = ipAddressBytes(address) else { throw PKIError.invalid("\(address) is not an IPv4 or IPv6 address") }
             names.append(.ipAddress(ASN1OctetString(contentBytes: bytes[...])))
         }
         let alternativeNames = names
@@ -128,7 +128,7 @@ extension SubjectKeyIdentifier {
 }
 
 /// The 4 or 16 bytes of an IPv4 or IPv6 address in text form, nil when it is neither.
-func IPAddressBytes(_ text: String) -> [UInt8]? {
+public func ipAddressBytes(_ text: String) -> [UInt8]? {
     var v4 = in_addr()
     if inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
     var v6 = in6_addr()

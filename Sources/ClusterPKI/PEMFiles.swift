@@ -3,9 +3,9 @@ import Glibc
 import SwiftASN1
 import X509
 
-/// Certificates and keys in PEM files, written atomically (temporary file, fsync, rename,
-/// directory fsync) with keys readable by the owner only.
-public enum PEMFiles {
+/// Small files written atomically: a temporary file, fsync, rename, directory fsync, so that a
+/// crash leaves the old content or the new, never a torn one. Secret files are the owner's alone.
+public enum DurableFile {
     public static func write(_ text: String, to path: String, secret: Bool) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -25,6 +25,13 @@ public enum PEMFiles {
             fsync(directoryDescriptor)
             close(directoryDescriptor)
         }
+    }
+}
+
+/// Certificates and keys in PEM files, written with ``DurableFile`` (keys readable by the owner only).
+public enum PEMFiles {
+    public static func write(_ text: String, to path: String, secret: Bool) throws {
+        try DurableFile.write(text, to: path, secret: secret)
     }
 
     public static func write(_ certificates: [Certificate], to path: String) throws {

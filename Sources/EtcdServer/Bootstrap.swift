@@ -5,6 +5,7 @@ import Foundation
 import GRPCCore
 import KVStore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -323,7 +324,7 @@ public enum JoinClient {
     }
 
     public static func join(host: String, port: Int, caHash: String, request: JoinRequest) async throws -> JoinResponse {
-        let pinned = NIOLockedBox<String?>(nil)
+        let pinned = NIOLockedValueBox<String?>(nil)
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.certificateVerification = .noHostnameVerification
         let context = try NIOSSLContext(configuration: configuration)
@@ -355,42 +356,31 @@ public enum JoinClient {
             let line = try await promise.futureResult.get()
             return try JSONDecoder().decode(JoinResponse.self, from: Data(line.readableBytesView))
         } catch {
-            if let refusal = pinned.value { throw JoinError(refusal) }
+            if let refusal = pinned.withLockedValue({ $0 }) { throw JoinError(refusal) }
             throw JoinError("the join with \(host):\(port) failed: \(error)")
         }
     }
 
     /// Accepts the server only if its chain ends in a CA with the pinned hash that signed the
     /// server's certificate; records why not otherwise.
-    static func checkPinned(_ certificates: [NIOSSLCertificate], caHash: String, refusal: NIOLockedBox<String?>) -> NIOSSLVerificationResult {
+    static func checkPinned(_ certificates: [NIOSSLCertificate], caHash: String, refusal: NIOLockedValueBox<String?>) -> NIOSSLVerificationResult {
         guard certificates.count >= 2,
               let chain = try? certificates.map({ try Certificate(derEncoded: try $0.toDERBytes()) }),
               let ca = chain.last, let leaf = chain.first
         else {
-            refusal.value = "the server did not present its CA certificate: it is not a raftkube control-plane node's join port; nothing was sent"
+            refusal.withLockedValue { $0 = "the server did not present its CA certificate: it is not a raftkube control-plane node's join port; nothing was sent" }
             return .failed
         }
         let hash = CertificateAuthority.hash(of: ca)
         guard hash == caHash else {
-            refusal.value = "the server's CA has hash \(hash), not the pinned \(caHash): wrong address, another cluster, or someone in between; nothing was sent"
+            refusal.withLockedValue { $0 = "the server's CA has hash \(hash), not the pinned \(caHash): wrong address, another cluster, or someone in between; nothing was sent" }
             return .failed
         }
         guard ca.publicKey.isValidSignature(leaf.signature, for: leaf) else {
-            refusal.value = "the server's certificate is not signed by the pinned CA; nothing was sent"
+            refusal.withLockedValue { $0 = "the server's certificate is not signed by the pinned CA; nothing was sent" }
             return .failed
         }
         return .certificateVerified
-    }
-}
-
-/// A mutable value behind a lock, for the TLS callback to leave its reason in.
-final class NIOLockedBox<Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: Value
-    init(_ value: Value) { stored = value }
-    var value: Value {
-        get { lock.withLock { stored } }
-        set { lock.withLock { stored = newValue } }
     }
 }
 

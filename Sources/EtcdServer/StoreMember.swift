@@ -1,3 +1,4 @@
+import ClusterPKI
 import EtcdAPI
 import Foundation
 import GRPCCore
@@ -160,11 +161,11 @@ public struct StoreMember: Sendable {
     /// A gRPC target for `address`: an IP literal as such (no DNS, and no IP in TLS's SNI, which
     /// TLS forbids), a name through DNS.
     public static func target(_ address: PeerAddress) -> any ResolvableTarget {
-        var v4 = in_addr()
-        if inet_pton(AF_INET, address.host, &v4) == 1 { return .ipv4(address: address.host, port: address.port) }
-        var v6 = in6_addr()
-        if inet_pton(AF_INET6, address.host, &v6) == 1 { return .ipv6(address: address.host, port: address.port) }
-        return .dns(host: address.host, port: address.port)
+        switch ipAddressBytes(address.host)?.count {
+        case 4: .ipv4(address: address.host, port: address.port)
+        case 16: .ipv6(address: address.host, port: address.port)
+        default: .dns(host: address.host, port: address.port)
+        }
     }
 
     /// The client address of `leader`, from its published attributes.

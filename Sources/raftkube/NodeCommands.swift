@@ -40,7 +40,7 @@ struct NodeConfig: Codable, Sendable {
     func save(_ dataDir: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try PEMFiles.write(String(decoding: try encoder.encode(self), as: UTF8.self) + "\n", to: Self.path(dataDir), secret: false)
+        try DurableFile.write(String(decoding: try encoder.encode(self), as: UTF8.self) + "\n", to: Self.path(dataDir), secret: false)
     }
 }
 
@@ -65,7 +65,7 @@ enum NodeRunner {
         let paths = NodePaths(dataDir: dataDir)
         StoreCommand.bootstrapLogging()
         // `raftkube leave` finds the running node by this file.
-        try PEMFiles.write("\(getpid())\n", to: "\(dataDir)/node.pid", secret: false)
+        try DurableFile.write("\(getpid())\n", to: "\(dataDir)/node.pid", secret: false)
         let logger = Logger(label: "raftkube.node")
         if config.worker {
             logger.info("worker node up; it runs no store member (the kubelet and proxy come later)", metadata: ["node": "\(config.nodeName)"])
@@ -211,7 +211,7 @@ struct InitCommand: AsyncParsableCommand {
         let admin = try ca.issue(profile: .client(organization: CertificateAuthority.adminOrganization), commonName: "admin", publicKey: adminKey.publicKey)
         try PEMFiles.write([admin], to: paths.adminCertificate)
         try PEMFiles.write(adminKey, to: paths.adminKey)
-        try PEMFiles.write(AdminConfig.kubeconfig(clusterName: clusterName, server: "https://\(address):6443",
+        try DurableFile.write(AdminConfig.kubeconfig(clusterName: clusterName, server: "https://\(address):6443",
                                                   ca: ca.certificate, certificate: admin, key: adminKey),
                            to: paths.adminConfig, secret: true)
         let clusterToken = String(ca.hash.dropFirst("sha256:".count).prefix(16))

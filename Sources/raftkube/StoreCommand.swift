@@ -121,20 +121,10 @@ struct StoreCommand: AsyncParsableCommand {
             }
             return saved
         }
-        let temporary = path + ".tmp"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard descriptor >= 0 else { throw ValidationError("cannot write \(temporary): errno \(errno)") }
-        let text = Array(String(derived, radix: 16).utf8) + [10]
-        let written = text.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-        let synced = fsync(descriptor)
-        close(descriptor)
-        guard written == text.count, synced == 0, rename(temporary, path) == 0 else {
-            throw ValidationError("cannot record the member ID in \(path): errno \(errno)")
-        }
-        let directory = open(dataDir, O_RDONLY | O_DIRECTORY)
-        if directory >= 0 {
-            _ = fsync(directory)
-            close(directory)
+        do {
+            try DurableFile.write(String(derived, radix: 16) + "\n", to: path, secret: false)
+        } catch {
+            throw ValidationError("cannot record the member ID in \(path): \(error)")
         }
         return derived
     }
