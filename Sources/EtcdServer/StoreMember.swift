@@ -187,6 +187,7 @@ public struct StoreMember: Sendable {
         case .overloaded: RPCError(code: .resourceExhausted, message: "etcdserver: too many requests")
         case .stopped: RPCError(code: .unavailable, message: "etcdserver: server stopped")
         case .proposalDropped: RPCError(code: .unavailable, message: "etcdserver: request cancelled")
+        case .leaderLost: RPCError(code: .unavailable, message: "etcdserver: request timed out, possibly due to previous leader failure")
         case .notMember: RPCError(code: .failedPrecondition, message: "etcdserver: the member has been permanently removed from the cluster")
         case .learnerNotCaughtUp: RPCError(code: .failedPrecondition, message: "etcdserver: can only promote a learner member which is in sync with leader")
         case .rejected(let reason): RPCError(code: .failedPrecondition, message: "etcdserver: \(reason)")

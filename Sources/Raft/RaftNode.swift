@@ -212,6 +212,19 @@ public final class RaftNode<Storage: LogStorage> {
         progress[node] = follower
     }
 
+    /// The shell knows `node`'s process is not running (its peer port refuses connections, which
+    /// a live member's never does). A follower of that leader stops waiting out the whole election
+    /// timeout: it forgets the leader, so its lease no longer turns candidates away, and campaigns
+    /// within a random fraction of the timeout (the first follower to ask wins; the fractions keep
+    /// them from splitting the vote). Safety never depends on timing; if the hint is wrong the
+    /// pre-vote finds a live leader's other followers in their lease and nothing changes.
+    public func reportPeerDown(_ node: NodeID) {
+        guard role == .follower, node != id, leader == node else { return }
+        leader = noNode
+        let remaining = 1 + Int(random.next() % UInt64(max(1, configuration.electionTimeoutTicks / 2)))
+        electionElapsed = max(electionElapsed, randomizedElectionTimeout - remaining)
+    }
+
     // MARK: Ready
 
     /// Whether ``ready()`` would return anything to do.

@@ -69,6 +69,8 @@ public actor RaftRuntime: Service {
     var reads: [UInt64: [ReadWaiter]] = [:]
     var readQueue: [ReadWaiter] = []
     var readRound: (request: UInt64, startTick: UInt64)?
+    /// The leader as of the last soft state, to notice when a follower loses it.
+    var knownLeader: NodeID = 0
     /// Read indexes granted and waiting for the state machine to reach them.
     var readsAwaitingApply: [ReadState] = []
     var transfers: [(target: NodeID, continuation: CheckedContinuation<Void, any Error>, deadlineTick: UInt64)] = []
@@ -234,6 +236,9 @@ public actor RaftRuntime: Service {
             raft.step(message)
         case .unreachable(let node):
             raft.reportUnreachable(node)
+        case .refused(let node):
+            raft.reportUnreachable(node)
+            raft.reportPeerDown(node)
         case .snapshotStatus(let node, let succeeded):
             raft.reportSnapshot(to: node, succeeded: succeeded)
         }
@@ -402,8 +407,7 @@ public actor RaftRuntime: Service {
         // A round whose answer was lost (leader change, dropped message) must not hold back the
         // reads queued behind it: after an election timeout the next round starts anyway.
         if let round = readRound, reads[round.request] == nil || now - round.startTick >= UInt64(configuration.electionTimeoutTicks) {
-            readRound = nil
-            startReadRound()
+            restartReadRound()
         }
         transfers.removeAll { transfer in
             guard transfer.deadlineTick <= now else { return false }
@@ -584,12 +588,29 @@ public actor RaftRuntime: Service {
             transfer.continuation.resume()
             return true
         }
-        // Reads granted by a former leader stay valid; a round not yet granted may never be:
-        // the queued reads ask the new leader instead of waiting for it.
-        if readRound != nil {
-            readRound = nil
-            startReadRound()
+        // Requests this follower forwarded to a leader it has lost (not in its own log) may never
+        // be answered: say so now rather than at their deadline, so that clients retry at once.
+        if soft.role != .leader, knownLeader != 0, soft.leader != knownLeader {
+            for (request, waiter) in proposals where waiter.index == 0 {
+                proposals[request] = nil
+                waiter.continuation.resume(throwing: RuntimeError.leaderLost)
+            }
         }
+        knownLeader = soft.leader
+        // Reads granted by a former leader stay valid; a round not yet granted may never be:
+        // its reads ask the new leader instead of waiting for it.
+        if readRound != nil { restartReadRound() }
+    }
+
+    /// Abandons the round in flight (its answer may never come) and asks again for its reads and
+    /// the queued ones together. An index granted later still serves them: it is at least the
+    /// commit index when they arrived.
+    private func restartReadRound() {
+        if let round = readRound, let waiting = reads.removeValue(forKey: round.request) {
+            readQueue = waiting + readQueue
+        }
+        readRound = nil
+        startReadRound()
     }
 
     /// Takes a snapshot every `snapshotIntervalEntries` applied entries and compacts the log

@@ -58,6 +58,9 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
     case overloaded(reason: String)
     /// The entry was replaced by another leader's before it committed; it will never apply.
     case proposalDropped
+    /// This follower forwarded the request to a leader it has since lost; whether that leader
+    /// replicated it before failing is unknown.
+    case leaderLost
     /// A learner too far behind the leader to be promoted yet.
     case learnerNotCaughtUp(String)
     case rejected(String)
@@ -72,6 +75,7 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
         case .tooLarge(let bytes, let limit): "request of \(bytes) bytes is larger than the limit of \(limit)"
         case .overloaded(let reason): "too many requests: \(reason)"
         case .proposalDropped: "proposal dropped: leadership changed before it committed"
+        case .leaderLost: "the leader the request was forwarded to was lost (the outcome is unknown)"
         case .learnerNotCaughtUp(let reason), .rejected(let reason): reason
         }
     }

@@ -29,6 +29,9 @@ public final class Simulation {
 
     public let options: SimulationOptions
     var random: SeededGenerator
+    /// Draws for failure hints (`reportPeerDown`), kept apart so that adding them did not change
+    /// what every seed's main stream of faults and clients does.
+    var hintRandom: SeededGenerator
     var nodes: [NodeID: SimulatedNode] = [:]
     var nodeOrder: [NodeID] = []
     var events = EventQueue<Event>()
@@ -75,6 +78,7 @@ public final class Simulation {
         precondition(options.nodeCount >= 1 && options.nodeCount <= 9, "nodeCount must be 1...9")
         self.options = options
         random = SeededGenerator(seed: options.seed)
+        hintRandom = SeededGenerator(seed: options.seed ^ 0x5EED_D0A1_11C0_FFEE)
         result = SimulationResult(seed: options.seed, nodeCount: options.nodeCount)
         entriesPerMessage = [1, 1, 2, 4, 16][Int(random.next() % 5)]
         inflightMessages = [1, 2, 8, 64][Int(random.next() % 4)]
@@ -206,6 +210,15 @@ public final class Simulation {
         for (write, owner) in pendingWrites where owner == node.id { pendingWrites[write] = nil }
         for (context, read) in pendingReads where read.node == node.id { pendingReads[context] = nil }
         trace("crash n\(node.id)")
+        // A real transport sees the crashed process's port refuse connections; tell some of the
+        // survivors, as their reconnects would. Now and then one is told about a live node
+        // instead (a wrong hint must cost at most an election, never safety).
+        for other in aliveNodes() where hintRandom.next() % 2 == 0 {
+            let wrong = hintRandom.next() % 8 == 0
+            let down = wrong ? nodeOrder[Int(hintRandom.next() % UInt64(nodeOrder.count))] : node.id
+            other.raft?.reportPeerDown(down)
+            touch(other)
+        }
     }
 
     /// Hands out `Ready`s until the node has nothing left or is waiting on its disk.

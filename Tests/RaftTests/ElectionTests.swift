@@ -149,6 +149,48 @@ import Testing
         #expect(cluster[2].vote == 3)
     }
 
+    @Test func followersToldTheLeaderIsDownElectWithinHalfATimeout() throws {
+        let cluster = TestCluster(voters: 3)
+        cluster.elect(1)
+        cluster.tickAll(times: 2)
+        cluster.crash(1)
+        // Both survivors see the dead leader's port refuse them.
+        cluster[2].reportPeerDown(1)
+        cluster[3].reportPeerDown(1)
+        #expect(cluster[2].leader == 0 && cluster[3].leader == 0)
+        // A new leader by half an election timeout (5 ticks), not the 10 to 20 of a timeout.
+        var ticks = 0
+        while cluster.leaders.isEmpty && ticks < 5 {
+            cluster.tick(2)
+            cluster.tick(3)
+            ticks += 1
+        }
+        let leader = try #require(cluster.leaders.first)
+        #expect([2, 3].contains(leader))
+        #expect(cluster[leader].term == 3)
+    }
+
+    @Test func aWrongPeerDownHintChangesNothingWhileTheLeaderLives() {
+        let cluster = TestCluster(voters: 3)
+        cluster.elect(1)
+        cluster.tickAll(times: 2)
+        // Node 2 wrongly believes the leader is down; node 3 still hears from it and, within its
+        // lease, turns the pre-vote away: no term changes, node 2 follows the leader again.
+        cluster.isolate(1)
+        cluster[2].reportPeerDown(1)
+        cluster.tick(2, times: 5)
+        #expect(cluster[2].role != .leader)
+        cluster.heal()
+        cluster.tickAll(times: 3)
+        #expect(cluster.leaders == [1])
+        #expect(cluster[1].term == 2 && cluster[2].term == 2 && cluster[3].term == 2)
+        #expect(cluster[2].leader == 1)
+        // A hint about a node that is not the leader, or given to the leader, is ignored.
+        cluster[2].reportPeerDown(3)
+        cluster[1].reportPeerDown(2)
+        #expect(cluster[2].leader == 1 && cluster[1].role == .leader)
+    }
+
     @Test func leaderStepsDownOnHigherTermResponse() {
         let cluster = TestCluster(voters: 3)
         cluster.elect(1)

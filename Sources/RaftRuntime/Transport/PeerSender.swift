@@ -2,6 +2,9 @@ import Logging
 import NIOCore
 import NIOPosix
 import Raft
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The outbound stream to one peer: a bounded queue, a connection that is re-established with
 /// exponential backoff, and batching of everything queued into one frame per write.
@@ -114,9 +117,18 @@ final class PeerSender: @unchecked Sendable {
                     self.logger.debug("cannot reach peer", metadata: ["peer": "\(self.node)", "address": "\(self.host):\(self.port)", "error": "\(error)"])
                     // Whatever waits for this peer would wait for nothing: drop it and tell Raft.
                     self.dropQueue()
+                    if Self.isRefusal(error) { self.deliver(.refused(self.node)) }
                     self.scheduleReconnect()
                 }
             }
+    }
+
+    /// Whether a failed connect was refused (RST: the host is up, nothing listens on the port),
+    /// rather than timed out or unroutable, which say nothing about the peer's process.
+    static func isRefusal(_ error: any Error) -> Bool {
+        if let error = error as? IOError { return error.errnoCode == ECONNREFUSED }
+        if let error = error as? NIOConnectionError { return error.connectionErrors.contains { isRefusal($0.error) } }
+        return false
     }
 
     private func connectionLost(_ lost: any Channel) {

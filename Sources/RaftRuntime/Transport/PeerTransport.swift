@@ -48,6 +48,8 @@ public enum TransportEvent: Sendable {
     case message(Message)
     /// Messages to this peer were dropped (queue full or connection lost).
     case unreachable(NodeID)
+    /// The peer's port refused a connection: nothing listens there, its process is not running.
+    case refused(NodeID)
     /// A snapshot finished sending (or failed).
     case snapshotStatus(NodeID, succeeded: Bool)
 }
