@@ -116,6 +116,9 @@ public struct StoreMember: Sendable {
 
     /// Every member of the Raft configuration with what is known of it: its published
     /// attributes, else what bootstrap said, else the peer address the runtime knows.
+    /// The scheme of peer URLs in this cluster: every member's is the same as this one's.
+    var peerScheme: String { attributes.peerURLs.first?.hasPrefix("https://") == true ? "https" : "http" }
+
     func members() async throws -> [Etcdserverpb_Member] {
         let status = try await runtime.status()
         let published = Dictionary(try stateMachine.read { try $0.members() }.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
@@ -127,7 +130,7 @@ public struct StoreMember: Sendable {
             let initial = initialMembers[id]
             entry.name = [record?.name, initial?.name].compactMap { $0 }.first { !$0.isEmpty } ?? ""
             entry.peerUrls = [record?.peerURLs, initial?.peerURLs].compactMap { $0 }.first { !$0.isEmpty }
-                ?? addresses[id].map { ["http://\($0)"] } ?? []
+                ?? addresses[id].map { ["\(peerScheme)://\($0)"] } ?? []
             entry.clientUrls = record?.clientURLs ?? (id == runtime.id ? attributes.clientURLs : [])
             entry.isLearner = status.membership.isLearner(id)
             return entry

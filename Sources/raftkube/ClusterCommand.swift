@@ -12,7 +12,7 @@ import X509
 /// Administrator access to the store: the admin config `init` wrote (kubeconfig format), or a
 /// node's own certificate when run on a node.
 struct AdminAccess: ParsableArguments {
-    @Option(help: "The administrator's config written by init (DATA/admin.conf).")
+    @Option(help: "The administrator's config written by init (DATA/admin.conf; default $RAFTKUBE_ADMIN_CONFIG, else /var/lib/raftkube/admin.conf).")
     var adminConfig: String?
 
     @Option(help: "A node's data directory (uses the node's certificate) instead of --admin-config.")
@@ -43,7 +43,7 @@ struct AdminTarget: Sendable {
             let identity = try TLSIdentity.load(certificate: paths.nodeCertificate, key: paths.nodeKey, trustedCA: paths.caCertificate)
             return (identity, try address(endpoint) ?? PeerAddress(host: config.advertiseAddress, port: config.clientPort))
         }
-        let path = adminConfig ?? "/var/lib/raftkube/admin.conf"
+        let path = adminConfig ?? ProcessInfo.processInfo.environment["RAFTKUBE_ADMIN_CONFIG"] ?? "/var/lib/raftkube/admin.conf"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ValidationError("cannot read the admin config \(path) (init writes it in its data directory; see --admin-config)")
         }
@@ -92,8 +92,59 @@ func row(_ cells: [String], widths: [Int]) -> String {
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
-        abstract: "Show the cluster's members and their Raft state.",
-        subcommands: [Members.self, Status.self])
+        abstract: "Show the cluster's members and their Raft state; promote learners; remove members.",
+        subcommands: [Members.self, Status.self, Promote.self, Remove.self])
+
+    /// The member named `name` (a node name, or a hex ID as `members` prints it).
+    static func member(_ name: String, access: AdminAccess) async throws -> Etcdserverpb_Member {
+        let members = try await access.withClient { client in
+            try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
+        }
+        guard let member = members.first(where: { $0.name == name || String($0.id, radix: 16) == name.lowercased() }) else {
+            throw ValidationError("no member named '\(name)' (raftkube cluster members lists them: \(members.map { $0.name.isEmpty ? String($0.id, radix: 16) : $0.name }.sorted().joined(separator: ", ")))")
+        }
+        return member
+    }
+
+    /// Runs a membership request, with the store's refusal as the command's error.
+    static func change<Result: Sendable>(_ access: AdminAccess, _ body: @Sendable (Etcdserverpb_Cluster.Client<HTTP2ClientTransport.Posix>) async throws -> Result) async throws -> Result {
+        do {
+            return try await access.withClient { client in try await body(Etcdserverpb_Cluster.Client(wrapping: client)) }
+        } catch let error as RPCError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    struct Promote: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a learner a voter (control-plane nodes past --voters-max stay learners until promoted).")
+        @OptionGroup var access: AdminAccess
+        @Argument(help: "The learner's node name (or hex member ID).")
+        var name: String
+
+        func run() async throws {
+            let member = try await ClusterCommand.member(name, access: access)
+            guard member.isLearner else { throw ValidationError("\(name) is a voter already") }
+            let request = Etcdserverpb_MemberPromoteRequest.with { $0.id = member.id }
+            _ = try await ClusterCommand.change(access) { try await $0.memberPromote(request) }
+            say("\(name) (\(String(member.id, radix: 16))) is a voter")
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a member that cannot leave by itself (its machine is gone); on a running node use `raftkube leave`.")
+        @OptionGroup var access: AdminAccess
+        @Argument(help: "The member's node name (or hex member ID).")
+        var name: String
+
+        func run() async throws {
+            let member = try await ClusterCommand.member(name, access: access)
+            let request = Etcdserverpb_MemberRemoveRequest.with { $0.id = member.id }
+            _ = try await ClusterCommand.change(access) { try await $0.memberRemove(request) }
+            say("\(name) (\(String(member.id, radix: 16))) is no longer a member; stop its node (it comes back only by joining again with a new data directory)")
+        }
+    }
 
     struct Members: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the members: name, ID, role, peer and client URLs.")

@@ -1,15 +1,14 @@
 import ClusterHarness
-import ClusterPKI
-import Crypto
 import Foundation
 import Glibc
 import Testing
-import X509
 
-/// A TLS store across three local VMs (`cluster/lab`: network namespaces on a bridge, 10.77.0.x):
-/// leader failover (timed), a partitioned member that refuses instead of serving stale data and
-/// catches up after healing, and a whole-cluster stop and start. Needs root, as CI has.
-@Suite("Store in three local VMs", .serialized)
+/// Clusters made by `raftkube init` and `join` in local VMs (`cluster/lab`: network namespaces on
+/// a bridge, 10.77.0.x), with mutual TLS everywhere: leader failover (timed), a partitioned
+/// member that refuses instead of serving stale data and catches up after healing, a whole-cluster
+/// stop and start, growing past voters-max, promote, remove, leave, and the refusals of init and
+/// join. Needs root, as CI has.
+@Suite("Nodes in local VMs", .serialized)
 struct LabTests {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
@@ -43,11 +42,10 @@ struct LabTests {
 
     static func address(_ vm: Int) -> String { "10.77.0.\(10 + vm)" }
 
-    /// A lab of three VMs, each running a TLS store member, and etcdctl from the host.
+    /// A lab of VMs (its own LAB_ROOT), raftkube in them, and etcdctl from the host.
     final class Lab {
         let root: String
         let environment: [String: String]
-        let pki: String
         /// Where etcdctl finds the CA and the administrator's certificate and key.
         var credentials: String
         var tlsArguments: [String] { ["--cacert", "\(credentials)/ca.crt", "--cert", "\(credentials)/admin.crt", "--key", "\(credentials)/admin.key"] }
@@ -55,9 +53,8 @@ struct LabTests {
         init() throws {
             root = NSTemporaryDirectory() + "raftkube-labtest-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-            environment = ["LAB_ROOT": "\(root)/lab"]
-            pki = "\(root)/pki"
-            credentials = pki
+            environment = ["LAB_ROOT": "\(root)/lab", "RAFTKUBE": ProcessCluster.siblingBinary]
+            credentials = "\(root)/lab/vm1/data/pki"
         }
 
         func dataDir(_ vm: Int) -> String { "\(root)/lab/vm\(vm)/data" }
@@ -75,11 +72,14 @@ struct LabTests {
             guard result.status == 0 else { throw LabError(description: "spawn in vm\(vm): \(result.output)") }
         }
 
-        func log(_ vm: Int) -> String { (try? String(contentsOfFile: "\(root)/vm\(vm).log", encoding: .utf8)) ?? "" }
+        /// VM `vm`'s node output: where `spawnRaftkube` puts it, or `cluster/lab up`.
+        func log(_ vm: Int) -> String {
+            ["\(root)/vm\(vm).log", "\(root)/lab/vm\(vm).log"].compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }.joined(separator: "\n")
+        }
 
         /// `member list` rows: ID, status, name, peer URLs, client URLs, is learner.
-        func members() throws -> [[String]] {
-            try etcdctl(["member", "list"]).output.split(separator: "\n").map { $0.components(separatedBy: ", ") }.filter { $0.count == 6 }
+        func members(vms: [Int] = [1, 2, 3]) throws -> [[String]] {
+            try etcdctl(["member", "list"], vms: vms).output.split(separator: "\n").map { $0.components(separatedBy: ", ") }.filter { $0.count == 6 }
         }
 
         func lab(_ arguments: String...) throws -> (status: Int32, output: String) {
@@ -91,39 +91,18 @@ struct LabTests {
             return try LabTests.run(["ETCDCTL_API=3", "etcdctl", "--endpoints=\(endpoints)", "--dial-timeout=2s", "--command-timeout=\(timeout)s"] + tlsArguments + arguments, root: root)
         }
 
-        func makeCertificates() throws {
-            let ca = try CertificateAuthority.create(clusterName: "lab")
-            try PEMFiles.write([ca.certificate], to: "\(pki)/ca.crt")
-            for vm in 1...3 {
-                let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
-                let certificate = try ca.issue(profile: .node, commonName: "vm\(vm)", dnsNames: ["vm\(vm)"], ipAddresses: [LabTests.address(vm), "127.0.0.1"], publicKey: key.publicKey)
-                try PEMFiles.write([certificate], to: "\(pki)/vm\(vm).crt")
-                try PEMFiles.write(key, to: "\(pki)/vm\(vm).key")
-            }
-            let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
-            try PEMFiles.write([try ca.issue(profile: .client(organization: CertificateAuthority.adminOrganization), commonName: "admin", publicKey: key.publicKey)], to: "\(pki)/admin.crt")
-            try PEMFiles.write(key, to: "\(pki)/admin.key")
-        }
-
-        func startMembers() throws {
-            let cluster = (1...3).map { "vm\($0)=https://\(LabTests.address($0)):2380" }.joined(separator: ",")
-            for vm in 1...3 {
-                let address = LabTests.address(vm)
-                let result = try lab("spawn", "vm\(vm)", "\(root)/vm\(vm).log", ProcessCluster.siblingBinary, "store",
-                                     "--name", "vm\(vm)", "--data-dir", "\(root)/lab/vm\(vm)/data",
-                                     "--listen-client-urls", "https://\(address):2379", "--listen-peer-urls", "https://\(address):2380",
-                                     "--initial-cluster", cluster, "--initial-cluster-token", "lab",
-                                     "--cert-file", "\(pki)/vm\(vm).crt", "--key-file", "\(pki)/vm\(vm).key", "--trusted-ca-file", "\(pki)/ca.crt", "--client-cert-auth",
-                                     "--peer-cert-file", "\(pki)/vm\(vm).crt", "--peer-key-file", "\(pki)/vm\(vm).key", "--peer-trusted-ca-file", "\(pki)/ca.crt")
-                guard result.status == 0 else { throw LabError(description: "spawn vm\(vm): \(result.output)") }
-            }
+        /// `cluster/lab up N`: init in vm1, join in the others, healthy; etcdctl then uses vm1's admin certificate.
+        func up(_ count: Int) throws -> (status: Int32, output: String) {
+            let result = try lab("up", "\(count)")
+            credentials = "\(dataDir(1))/pki"
+            return result
         }
 
         /// The VM whose member leads, from `endpoint status` (nil when none answers as leader).
-        func leader() throws -> Int? {
-            let rows = try etcdctl(["endpoint", "status"]).output.split(separator: "\n").map { $0.components(separatedBy: ", ") }
+        func leader(among vms: [Int] = [1, 2, 3]) throws -> Int? {
+            let rows = try etcdctl(["endpoint", "status"], vms: vms).output.split(separator: "\n").map { $0.components(separatedBy: ", ") }
             guard let row = rows.first(where: { $0.count > 4 && $0[4] == "true" }) else { return nil }
-            return (1...3).first { row[0].contains(LabTests.address($0)) }
+            return vms.first { row[0].contains(LabTests.address($0)) }
         }
 
         /// Whether `vm`'s member knows a leader (its own `endpoint status`; etcd leaves out a zero leader).
@@ -143,7 +122,7 @@ struct LabTests {
         }
 
         func logs() -> String {
-            (1...3).map { vm in "vm\(vm):\n" + ((try? String(contentsOfFile: "\(root)/vm\(vm).log", encoding: .utf8)) ?? "").split(separator: "\n").suffix(12).joined(separator: "\n") }
+            (1...4).map { vm in "vm\(vm):\n" + log(vm).split(separator: "\n").suffix(12).joined(separator: "\n") }
                 .joined(separator: "\n")
         }
 
@@ -157,17 +136,24 @@ struct LabTests {
         let description: String
     }
 
-    @Test("TLS store on three VMs: leader failover is timed, a partitioned member refuses rather than serving stale data and catches up, a full stop loses nothing")
+    @Test("lab up: init and joins make a healthy 3-voter TLS cluster; leader failover is timed; a partitioned VM refuses rather than serving stale data and catches up; a full stop and start loses nothing")
     func storeAcrossVMs() throws {
         let lab = try Lab()
         defer { lab.tearDown() }
         _ = try lab.lab("down")  // leftovers of an interrupted run
-        let up = try lab.lab("up", "3")
+        let started = Date()
+        let up = try lab.up(3)
         try #require(up.status == 0, "\(up.output)")
-        try lab.makeCertificates()
-        try lab.startMembers()
-        let serving = try eventually(30, every: 0.1) { try lab.etcdctl(["put", "k/0", "0"]).status == 0 }
-        try #require(serving, "\(lab.logs())")
+        print("lab: cluster/lab up 3 (init + 2 joins, healthy): \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+        #expect(up.output.contains("admin.conf") && up.output.contains("etcdctl"), "up says how to reach the cluster: \(up.output)")
+        let voters = try lab.members()
+        #expect(voters.count == 3 && voters.allSatisfy { $0[5] == "false" }, "\(voters)")
+        // etcdctl with the admin certificate, through mTLS, against each VM alone.
+        for vm in 1...3 {
+            #expect(try lab.etcdctl(["put", "via/vm\(vm)", "\(vm)"], vms: [vm]).status == 0, "\(lab.logs())")
+            #expect(try lab.etcdctl(["get", "via/", "--prefix", "--keys-only"], vms: [vm]).output.contains("via/vm\(vm)"))
+        }
+        #expect(try lab.etcdctl(["put", "k/0", "0"]).status == 0)
         for number in 1..<50 { #expect(try lab.etcdctl(["put", "k/\(number)", "\(number)"]).status == 0) }
 
         // Leader failover: kill the leader's VM and time until a write succeeds on the others.
@@ -222,14 +208,66 @@ struct LabTests {
         #expect(try lab.etcdctl(["get", "k/failover", "--print-value-only"]).output.contains("yes"))
     }
 
+    @Test("a fourth control-plane VM stays a learner past voters-max and is promoted; a dead VM is removed; the leader leaves; writes go on and nothing is lost")
+    func growPromoteRemoveLeave() throws {
+        let lab = try Lab()
+        defer { lab.tearDown() }
+        _ = try lab.lab("down")
+        let up = try lab.up(3)
+        try #require(up.status == 0, "\(up.output)")
+        let started = Date()
+        let added = try lab.lab("add")
+        try #require(added.status == 0, "\(added.output)")
+        print("lab: cluster/lab add (a fourth VM joins as a learner): \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+        let adminConfig = "\(lab.dataDir(1))/admin.conf"
+        func cluster(_ arguments: String...) throws -> (status: Int32, output: String) {
+            try LabTests.run([ProcessCluster.siblingBinary, "cluster"] + arguments + ["--admin-config", adminConfig, "--endpoint", "https://\(LabTests.address(3)):2379"], root: lab.root)
+        }
+        func roles() throws -> [String: String] {
+            Dictionary(try lab.members(vms: [3]).map { ($0[2], $0[5] == "true" ? "learner" : "voter") }) { first, _ in first }
+        }
+        #expect(try roles() == ["vm1": "voter", "vm2": "voter", "vm3": "voter", "vm4": "learner"], "voters-max is 3: \(added.output)")
+        for number in 0..<20 { #expect(try lab.etcdctl(["put", "k/\(number)", "\(number)"], vms: [1, 3]).status == 0) }
+        #expect(try eventually(20, every: 0.1) { try lab.keyCount(vm: 4) == 20 }, "the learner replicates")
+
+        // Promote the learner by name; promoting it again, or an unknown name, is refused.
+        let promoted = try cluster("promote", "vm4")
+        #expect(promoted.status == 0 && promoted.output.contains("vm4"), "\(promoted.output)")
+        #expect(try roles()["vm4"] == "voter")
+        let again = try cluster("promote", "vm4")
+        #expect(again.status != 0 && again.output.contains("vm4 is a voter already"), "\(again.output)")
+        let unknown = try cluster("promote", "vm9")
+        #expect(unknown.status != 0 && unknown.output.contains("no member named 'vm9'"), "\(unknown.output)")
+
+        // vm2's machine is gone: remove it from another node.
+        #expect(try lab.lab("kill", "vm2").status == 0)
+        let removed = try cluster("remove", "vm2")
+        #expect(removed.status == 0, "\(removed.output)")
+        #expect(try roles() == ["vm1": "voter", "vm3": "voter", "vm4": "voter"])
+        #expect(try lab.etcdctl(["put", "k/20", "20"], vms: [1, 3, 4]).status == 0)
+
+        // The leader leaves: leadership moves first, the others go on serving.
+        let leader = try #require(try lab.leader(among: [1, 3, 4]), "\(lab.logs())")
+        let left = try lab.raftkube(leader, ["leave", "--data-dir", lab.dataDir(leader)])
+        #expect(left.status == 0 && left.output.contains("handing leadership"), "\(left.output)")
+        let rest = [1, 3, 4].filter { $0 != leader }
+        #expect(try lab.members(vms: rest).count == 2)
+        #expect(try eventually(10, every: 0.1) { try lab.etcdctl(["put", "k/21", "21"], vms: rest, timeout: 2).status == 0 }, "\(lab.logs())")
+        for vm in rest {
+            #expect(try eventually(10, every: 0.1) { try lab.keyCount(vm: vm) == 22 }, "vm\(vm) has every acknowledged write")
+        }
+        let restarted = try lab.raftkube(leader, ["start", "--data-dir", lab.dataDir(leader)])
+        #expect(restarted.status != 0 && restarted.output.contains("left its cluster"), "\(restarted.output)")
+    }
+
     @Test("the lab cleans up after itself: no namespace, link, rule or directory is left")
     func cleanUp() throws {
         let lab = try Lab()
         defer { lab.tearDown() }
         _ = try lab.lab("down")
-        #expect(try lab.lab("up", "2").status == 0)
+        #expect(try lab.lab("up", "--bare", "2").status == 0)
         #expect(try lab.lab("partition", "vm2").status == 0)
-        #expect(try lab.lab("up", "2").status != 0, "a second up on a running lab is refused")
+        #expect(try lab.lab("up", "--bare", "2").status != 0, "a second up on a running lab is refused")
         #expect(try lab.lab("exec", "vm9", "true").output.contains("no VM 'vm9'"))
         let hostname = try lab.lab("exec", "vm2", "hostname")
         #expect(hostname.output.trimmingCharacters(in: .whitespacesAndNewlines) == "vm2")
@@ -246,8 +284,7 @@ struct LabTests {
         let lab = try Lab()
         defer { lab.tearDown() }
         _ = try lab.lab("down")
-        try #require(try lab.lab("up", "3").status == 0)
-        lab.credentials = "\(lab.dataDir(1))/pki"
+        try #require(try lab.lab("up", "--bare", "3").status == 0)
         let started = Date()
         try lab.spawnRaftkube(1, ["init", "--advertise-address", Self.address(1), "--data-dir", lab.dataDir(1), "--node-name", "vm1", "--cluster-name", "lab"])
         let printed = eventually(30, every: 0.1) { lab.log(1).contains("raftkube join ") }
