@@ -308,6 +308,15 @@ public final class KVStore {
         lastAppliedEvents = []
     }
 
+    /// Takes a backup's keyspace (keys with their history and revisions, leases, the compaction
+    /// point) as the start of a new cluster's store: the old cluster's members and applied index
+    /// do not carry over, as with `etcdutl snapshot restore`.
+    public func restoreBackup(_ data: [UInt8]) throws {
+        try restore(from: data)
+        try database.execute("BEGIN IMMEDIATE; DELETE FROM members; UPDATE meta SET value = 0 WHERE name = 'applied_index'; COMMIT;")
+        try loadState()
+    }
+
     // MARK: - Status
 
     /// The database file's size in bytes, for etcd's `Status.dbSize`.

@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterPKI
 import Crypto
 import EtcdServer
+import KVStore
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -189,6 +190,9 @@ struct InitCommand: AsyncParsableCommand {
     @Option(help: "How many control-plane nodes become voters (later ones stay learners).")
     var votersMax: Int = 3
 
+    @Option(help: "Start the new cluster's store from a backup (a file of `etcdctl snapshot save`): its keys, their history and revisions, and leases; not its members.")
+    var restore: String?
+
     func run() async throws {
         try node.checkFresh(caHash: nil)
         guard let ttl = StoreCommand.duration(tokenTtl), ttl > .zero else { throw ValidationError("--token-ttl: '\(tokenTtl)' is not a duration like 24h or 30m") }
@@ -197,6 +201,11 @@ struct InitCommand: AsyncParsableCommand {
         let name = node.name
         let paths = NodePaths(dataDir: node.dataDir)
         func progress(_ line: String) { say("[init] \(line)") }
+        if let restore {
+            progress("restoring the store from \(restore)")
+            let revision = try Self.restoreBackup(restore, into: paths.store)
+            progress("restored keys up to revision \(revision)")
+        }
         progress("creating the cluster CA for \(clusterName)")
         let ca = try CertificateAuthority.create(clusterName: clusterName)
         try PEMFiles.write([ca.certificate], to: paths.caCertificate)
@@ -236,6 +245,34 @@ struct InitCommand: AsyncParsableCommand {
             say("[init] the cluster is up; the bootstrap token expires in \(ttlText)")
             say("[init] join other machines with:")
             say("raftkube join \(address):\(joinPort) --token \(token) --ca-cert-hash \(ca.hash)")
+        }
+    }
+}
+
+extension InitCommand {
+    /// Writes the store database of a new node from a backup file, checked first (checksum,
+    /// SQLite integrity, schema); returns the backup's revision. On a refusal nothing is left.
+    static func restoreBackup(_ file: String, into storeDirectory: String) throws -> Int64 {
+        guard let contents = FileManager.default.contents(atPath: file) else { throw ValidationError("--restore: cannot read \(file)") }
+        let bytes = [UInt8](contents)
+        // `etcdctl snapshot save` files end in the database's SHA-256; a bare database file also works.
+        let sqliteHeader = Array("SQLite format 3".utf8) + [0]
+        guard let database = SnapshotFile.database(from: bytes) ?? (bytes.starts(with: sqliteHeader) ? bytes : nil) else {
+            throw ValidationError("--restore: \(file) is not a snapshot (no SQLite database, and its last 32 bytes are not the SHA-256 of the rest: truncated or another file?). Nothing was changed.")
+        }
+        let path = "\(storeDirectory)/kv.sqlite"
+        guard !FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("--restore: \(storeDirectory) already holds a store; use an empty --data-dir. Nothing was changed.")
+        }
+        try FileManager.default.createDirectory(atPath: storeDirectory, withIntermediateDirectories: true)
+        do {
+            let store = try KVStore.open(path: path)
+            defer { store.close() }
+            try store.restoreBackup(database)
+            return store.currentRevision
+        } catch {
+            try? FileManager.default.removeItem(atPath: storeDirectory)
+            throw ValidationError("--restore: \(file) cannot be restored: \(error). Nothing was changed.")
         }
     }
 }

@@ -279,7 +279,7 @@ struct LabTests {
         #expect(!FileManager.default.fileExists(atPath: "\(lab.root)/lab"))
     }
 
-    @Test("init in vm1 prints the join command; vm2 and vm3 join and become voters; bad tokens, a wrong CA hash and reused data directories are refused and change nothing; a node restarts with no flags")
+    @Test("init in vm1 prints the join command; vm2 and vm3 join and become voters; bad tokens, a wrong CA hash and reused data directories are refused and change nothing; a node restarts with no flags; leave; a backup restores into a new cluster")
     func initAndJoin() throws {
         let lab = try Lab()
         defer { lab.tearDown() }
@@ -381,5 +381,34 @@ struct LabTests {
         let last = try #require([1, 2, 3].first { $0 != leader && $0 != follower })
         #expect(try eventually(15, every: 0.1) { try lab.etcdctl(["put", "after-leave", "yes"], vms: [last], timeout: 2).status == 0 }, "\(lab.logs())")
         #expect(try lab.etcdctl(["member", "list"], vms: [last]).output.split(separator: "\n").count == 1)
+
+        // Back up with `etcdctl snapshot save`; a new cluster made by `init --restore` holds the
+        // same keys at the same revisions, and its own single member. A damaged file is refused.
+        let backup = "\(lab.root)/backup.db"
+        let saved = try lab.etcdctl(["snapshot", "save", backup], vms: [last])
+        #expect(saved.status == 0, "\(saved.output)")
+        let before = try lab.etcdctl(["get", "joined", "-w", "json"], vms: [last]).output
+        #expect(before.contains("\"mod_revision\""), "\(before)")
+        #expect(try lab.lab("kill", "vm\(last)").status == 0)
+        let contents = try Data(contentsOf: URL(fileURLWithPath: backup))
+        let damaged = "\(lab.root)/damaged.db"
+        try contents.prefix(contents.count / 2).write(to: URL(fileURLWithPath: damaged))
+        let restoredDir = "\(lab.root)/lab/vm\(last)/restored"
+        for bad in [damaged, "/etc/hostname", "\(lab.root)/missing.db"] {
+            let refused = try lab.raftkube(last, ["init", "--advertise-address", Self.address(last), "--data-dir", restoredDir, "--restore", bad])
+            #expect(refused.status != 0 && refused.output.contains("--restore:"), "\(bad): \(refused.output)")
+            #expect(!FileManager.default.fileExists(atPath: "\(restoredDir)/node.json") && !FileManager.default.fileExists(atPath: "\(restoredDir)/store"))
+        }
+        try lab.spawnRaftkube(last, ["init", "--advertise-address", Self.address(last), "--data-dir", restoredDir, "--node-name", "restored", "--restore", backup])
+        lab.credentials = "\(restoredDir)/pki"
+        let after = try eventually(30, every: 0.2) { try lab.etcdctl(["get", "joined", "-w", "json"], vms: [last]).output.contains("\"kvs\"") }
+        #expect(after, "\(lab.logs())")
+        func keyFields(_ json: String) -> [Substring] { json.matches(of: /"(create_revision|mod_revision|version|value)":[^,}]+/).map { $0.output.0 } }
+        let restored = try lab.etcdctl(["get", "joined", "-w", "json"], vms: [last]).output
+        #expect(keyFields(restored) == keyFields(before) && !keyFields(before).isEmpty, "before: \(before)\nafter: \(restored)")
+        #expect(try lab.etcdctl(["get", "after-leave", "--print-value-only"], vms: [last]).output.contains("yes"))
+        let members = try lab.members(vms: [last])
+        #expect(members.count == 1 && members.first?[2] == "restored", "\(members)")
+        #expect(try lab.etcdctl(["put", "after-restore", "yes"], vms: [last]).status == 0)
     }
 }
