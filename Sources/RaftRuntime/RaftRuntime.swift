@@ -588,9 +588,10 @@ public actor RaftRuntime: Service {
             transfer.continuation.resume()
             return true
         }
-        // Requests this follower forwarded to a leader it has lost (not in its own log) may never
-        // be answered: say so now rather than at their deadline, so that clients retry at once.
-        if soft.role != .leader, knownLeader != 0, soft.leader != knownLeader {
+        // Requests this node forwarded to a leader it has lost (not in its own log) may never be
+        // answered: say so now rather than at their deadline, so that clients retry at once.
+        // (Proposals made while leading are in the log: their index settles them.)
+        if knownLeader != 0, knownLeader != id, soft.leader != knownLeader {
             for (request, waiter) in proposals where waiter.index == 0 {
                 proposals[request] = nil
                 waiter.continuation.resume(throwing: RuntimeError.leaderLost)
