@@ -38,7 +38,7 @@ struct AdminTarget: Sendable {
     /// The TLS identity and the endpoint to reach.
     func resolve() throws -> (identity: TLSIdentity, endpoint: PeerAddress) {
         if let dataDir {
-            guard let config = try NodeConfig.load(dataDir) else { throw ValidationError("\(dataDir) holds no node") }
+            let config = try NodeConfig.require(dataDir)
             let paths = NodePaths(dataDir: dataDir)
             let identity = try TLSIdentity.load(certificate: paths.nodeCertificate, key: paths.nodeKey, trustedCA: paths.caCertificate)
             return (identity, try address(endpoint) ?? PeerAddress(host: config.advertiseAddress, port: config.clientPort))
@@ -72,6 +72,13 @@ struct AdminTarget: Sendable {
         return address
     }
 
+    /// The store's member list.
+    func members() async throws -> [Etcdserverpb_Member] {
+        try await withClient { client in
+            try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
+        }
+    }
+
     /// Runs `body` with a client of `endpoint` (the resolved one by default).
     func withClient<Result: Sendable>(_ target: PeerAddress? = nil, _ body: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result) async throws -> Result {
         let (identity, endpoint) = try resolve()
@@ -97,9 +104,7 @@ struct ClusterCommand: AsyncParsableCommand {
 
     /// The member named `name` (a node name, or a hex ID as `members` prints it).
     static func member(_ name: String, access: AdminAccess) async throws -> Etcdserverpb_Member {
-        let members = try await access.withClient { client in
-            try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
-        }
+        let members = try await access.target.members()
         guard let member = members.first(where: { $0.name == name || String($0.id, radix: 16) == name.lowercased() }) else {
             throw ValidationError("no member named '\(name)' (raftkube cluster members lists them: \(members.map { $0.name.isEmpty ? String($0.id, radix: 16) : $0.name }.sorted().joined(separator: ", ")))")
         }
@@ -151,9 +156,7 @@ struct ClusterCommand: AsyncParsableCommand {
         @OptionGroup var access: AdminAccess
 
         func run() async throws {
-            let members = try await access.withClient { client in
-                try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
-            }
+            let members = try await access.target.members()
             print(row(["NAME", "ID", "ROLE", "PEER", "CLIENT"], widths: [15, 17, 8, 28]))
             for member in members.sorted(by: { $0.name < $1.name }) {
                 print(row([member.name.isEmpty ? "(unstarted)" : member.name, String(member.id, radix: 16), member.isLearner ? "learner" : "voter",
@@ -167,9 +170,7 @@ struct ClusterCommand: AsyncParsableCommand {
         @OptionGroup var access: AdminAccess
 
         func run() async throws {
-            let members = try await access.withClient { client in
-                try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
-            }
+            let members = try await access.target.members()
             var rows: [(Etcdserverpb_Member, Etcdserverpb_StatusResponse?)] = []
             for member in members {
                 guard let url = member.clientUrls.first, let address = StoreMember.address(ofURL: url) else {
@@ -211,7 +212,7 @@ struct LeaveCommand: AsyncParsableCommand {
     var dataDir: String = "/var/lib/raftkube"
 
     func run() async throws {
-        guard let config = try NodeConfig.load(dataDir) else { throw ValidationError("\(dataDir) holds no node") }
+        let config = try NodeConfig.require(dataDir)
         let own = AdminTarget(dataDir: dataDir)
         if !config.worker {
             let (id, leader) = try await own.withClient { client in
@@ -219,10 +220,7 @@ struct LeaveCommand: AsyncParsableCommand {
                 return (status.header.memberID, status.leader)
             }
             if id == leader {
-                let target = try await own.withClient { client in
-                    try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
-                        .first { $0.id != id && !$0.isLearner }?.id
-                }
+                let target = try await own.members().first { $0.id != id && !$0.isLearner }?.id
                 if let target {
                     say("[leave] \(config.nodeName) leads: handing leadership to \(String(target, radix: 16))")
                     let move = Etcdserverpb_MoveLeaderRequest.with { $0.targetID = target }
@@ -238,7 +236,7 @@ struct LeaveCommand: AsyncParsableCommand {
             kill(pid, SIGTERM)
             for _ in 0..<100 where kill(pid, 0) == 0 { try await Task.sleep(for: .milliseconds(100)) }
         }
-        guard rename(NodeConfig.path(dataDir), NodeConfig.path(dataDir) + ".left") == 0 else {
+        guard rename(NodeConfig.path(dataDir), NodeConfig.leftPath(dataDir)) == 0 else {
             throw ValidationError("cannot mark \(dataDir) as left: errno \(errno)")
         }
         say("[leave] \(config.nodeName) has left \(config.clusterName); \(dataDir) keeps its files (remove them, or join again with another data directory)")

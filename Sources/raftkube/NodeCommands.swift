@@ -28,6 +28,17 @@ struct NodeConfig: Codable, Sendable {
     var votersMax: Int
 
     static func path(_ dataDir: String) -> String { "\(dataDir)/node.json" }
+    /// Where `leave` moves `node.json`, so that the node is not started again.
+    static func leftPath(_ dataDir: String) -> String { path(dataDir) + ".left" }
+
+    /// The node in `dataDir`, or why there is none to run or act for (it left; never made).
+    static func require(_ dataDir: String) throws -> NodeConfig {
+        if let config = try load(dataDir) { return config }
+        if FileManager.default.fileExists(atPath: leftPath(dataDir)) {
+            throw ValidationError("the node in \(dataDir) left its cluster (raftkube leave): join again with a new data directory")
+        }
+        throw ValidationError("\(dataDir) holds no node: run `raftkube init` or `raftkube join` first")
+    }
 
     static func load(_ dataDir: String) throws -> NodeConfig? {
         guard let data = FileManager.default.contents(atPath: path(dataDir)) else { return nil }
@@ -255,11 +266,9 @@ extension InitCommand {
     static func restoreBackup(_ file: String, into storeDirectory: String) throws -> Int64 {
         guard let contents = FileManager.default.contents(atPath: file) else { throw ValidationError("--restore: cannot read \(file)") }
         let bytes = [UInt8](contents)
-        // `etcdctl snapshot save` files end in the database's SHA-256; a bare database file also works.
-        let sqliteHeader = Array("SQLite format 3".utf8) + [0]
-        guard let database = SnapshotFile.database(from: bytes) ?? (bytes.starts(with: sqliteHeader) ? bytes : nil) else {
-            throw ValidationError("--restore: \(file) is not a snapshot (no SQLite database, and its last 32 bytes are not the SHA-256 of the rest: truncated or another file?). Nothing was changed.")
-        }
+        // `etcdctl snapshot save` files end in the database's SHA-256; a bare database file also
+        // works. Either way the store checks the image (SQLite header, integrity, schema).
+        let database = SnapshotFile.database(from: bytes) ?? bytes
         let path = "\(storeDirectory)/kv.sqlite"
         guard !FileManager.default.fileExists(atPath: path) else {
             throw ValidationError("--restore: \(storeDirectory) already holds a store; use an empty --data-dir. Nothing was changed.")
@@ -353,13 +362,7 @@ struct StartCommand: AsyncParsableCommand {
     var dataDir: String = "/var/lib/raftkube"
 
     func run() async throws {
-        guard let config = try NodeConfig.load(dataDir) else {
-            if FileManager.default.fileExists(atPath: NodeConfig.path(dataDir) + ".left") {
-                throw ValidationError("the node in \(dataDir) left its cluster (raftkube leave): join again with a new data directory")
-            }
-            throw ValidationError("\(dataDir) holds no node: run `raftkube init` or `raftkube join` first")
-        }
-        try await NodeRunner.run(config, dataDir: dataDir)
+        try await NodeRunner.run(try NodeConfig.require(dataDir), dataDir: dataDir)
     }
 }
 
