@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.25.0"),
+        // HTTP/2 framing and HPACK under the store's own gRPC server (EtcdServer/GRPCWire).
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.35.0"),
     ],
     targets: [
         // The consensus algorithm as a pure, deterministic state machine: stdlib only.
@@ -93,6 +95,9 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         // A Wing & Gong / Porcupine-style linearizability checker for recorded histories.

@@ -1,6 +1,7 @@
 import ClusterPKI
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOCore
 import NIOSSL
 
 /// TLS for the etcd API: the member's certificate, the cluster CA it trusts, and whether clients
@@ -21,18 +22,20 @@ public struct APISecurity: Sendable {
         roots = .certificates([.bytes(Array(try identity.trust.ca.serializeAsPEM().pemString.utf8), format: .pem)])
     }
 
-    /// The server side: TLS 1.2+ as etcd, client certificates checked by ``ClusterTrust`` (any
-    /// certificate of the cluster: administrators' and nodes').
-    func serverSecurity(logger: Logger) -> HTTP2ServerTransport.Posix.TransportSecurity {
-        var tls = HTTP2ServerTransport.Posix.TransportSecurity.TLS(
-            certificateChain: chain, privateKey: key,
-            clientCertificateVerification: clientCertificateRequired ? .noHostnameVerification : .noVerification,
-            trustRoots: roots, requireALPN: false)
+    /// The server side: adds TLS 1.2+ (as etcd; ALPN `h2`) to an accepted connection, client
+    /// certificates checked by ``ClusterTrust`` (any certificate of the cluster: administrators'
+    /// and nodes').
+    func serverSecurer(logger: Logger) throws -> @Sendable (any Channel) throws -> Void {
+        var configuration = try identity.serverConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.certificateVerification = clientCertificateRequired ? .noHostnameVerification : .none
+        configuration.applicationProtocols = ["h2"]
+        let context = try NIOSSLContext(configuration: configuration)
         let trust = identity.trust
-        tls.customVerificationCallback = { certificates, promise in
-            trust.verificationCallback(requiring: nil, logger: logger, context: "etcd API client")(certificates, promise)
+        return { channel in
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(
+                context: context, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: nil, logger: logger, context: "etcd API client")))
         }
-        return .tls(tls)
     }
 
     /// The client side, for a member calling another member: only a node of the cluster answers.

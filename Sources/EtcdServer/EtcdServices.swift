@@ -13,6 +13,12 @@ struct KVService: Etcdserverpb_KV.SimpleServiceProtocol {
 
     func range(request: Etcdserverpb_RangeRequest, context: ServerContext) async throws -> Etcdserverpb_RangeResponse {
         if !request.serializable { try await member.barrier() }
+        return try localRange(request)
+    }
+
+    /// The range as this member's store has it now (a serializable read, or a linearizable one
+    /// after the barrier).
+    func localRange(_ request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
         let result = try member.stateMachine.read { try $0.range(Convert.range(request)) }
         switch result {
         case .success(let response): return Convert.rangeResponse(response, member.headerContext())

@@ -1,0 +1,138 @@
+import GRPCCore
+import NIOCore
+import NIOHTTP2
+import SwiftProtobuf
+
+/// The methods a ``WireServer`` answers, by HTTP/2 `:path` (`/package.Service/Method`).
+///
+/// Unary methods may answer on the connection's event loop (`inline`), with no task and no
+/// thread hop: a serializable range is a lock and an SQLite read. Everything else runs in a task
+/// per call. Handlers are the services' own methods (`SimpleServiceProtocol`), so the same code
+/// answers whichever transport carries the call.
+struct WireRouter: Sendable {
+    enum Method: Sendable {
+        /// One request, one response. `answer` runs on the event loop: it answers at once, or
+        /// hands back work for a task.
+        case unary(@Sendable (ByteBuffer) -> WireAnswer)
+        /// Client, server or bidirectional streaming: the request messages and a writer.
+        case streaming(@Sendable (WireInbound, WireOutbound) async throws -> Void)
+    }
+
+    private(set) var methods: [String: Method] = [:]
+
+    func method(path: String) -> Method? { methods[path] }
+
+    /// A unary method. `inline` (on the event loop) answers when it can and returns nil to leave
+    /// the call to `body` (in a task).
+    mutating func unary<Request: Message, Response: Message>(
+        _ descriptor: MethodDescriptor,
+        inline: (@Sendable (Request) throws -> Response?)? = nil,
+        _ body: @escaping @Sendable (Request, ServerContext) async throws -> Response
+    ) {
+        let context = Self.context(descriptor)
+        methods["/" + descriptor.fullyQualifiedMethod] = .unary { bytes in
+            let request: Request
+            do {
+                request = try Self.decode(bytes)
+            } catch {
+                return .now(.failure(Self.status(of: error)))
+            }
+            if let inline {
+                do {
+                    if let response = try inline(request) { return .now(.success(try response.serializedBytes())) }
+                } catch {
+                    return .now(.failure(Self.status(of: error)))
+                }
+            }
+            return .later { try await body(request, context).serializedBytes() }
+        }
+    }
+
+    /// A bidirectional (or client) streaming method.
+    mutating func bidirectional<Request: Message, Response: Message>(
+        _ descriptor: MethodDescriptor,
+        _ body: @escaping @Sendable (RPCAsyncSequence<Request, any Error>, RPCWriter<Response>, ServerContext) async throws -> Void
+    ) {
+        let context = Self.context(descriptor)
+        methods["/" + descriptor.fullyQualifiedMethod] = .streaming { inbound, outbound in
+            let requests = inbound.messages.map { bytes throws -> Request in try Self.decode(bytes) }
+            try await body(RPCAsyncSequence(wrapping: requests), RPCWriter(wrapping: MessageWriter<Response>(outbound: outbound)), context)
+        }
+    }
+
+    /// A server streaming method: one request, any number of responses.
+    mutating func serverStreaming<Request: Message, Response: Message>(
+        _ descriptor: MethodDescriptor,
+        _ body: @escaping @Sendable (Request, RPCWriter<Response>, ServerContext) async throws -> Void
+    ) {
+        let context = Self.context(descriptor)
+        methods["/" + descriptor.fullyQualifiedMethod] = .streaming { inbound, outbound in
+            var requests = inbound.messages.makeAsyncIterator()
+            guard let first = try await requests.next() else {
+                throw RPCError(code: .internalError, message: "grpc: no request message for a server streaming RPC")
+            }
+            try await body(try Self.decode(first), RPCWriter(wrapping: MessageWriter<Response>(outbound: outbound)), context)
+        }
+    }
+
+    private static func context(_ descriptor: MethodDescriptor) -> ServerContext {
+        ServerContext(descriptor: descriptor, remotePeer: "", localPeer: "", cancellation: .init())
+    }
+
+    /// A request message from its bytes, or gRPC's INTERNAL as grpc-go words it.
+    static func decode<Request: Message>(_ bytes: ByteBuffer) throws(RPCError) -> Request {
+        do {
+            return try Request(serializedBytes: Array(bytes.readableBytesView))
+        } catch {
+            throw RPCError(code: .internalError, message: "grpc: error unmarshalling request: \(error)")
+        }
+    }
+
+    /// The gRPC status a handler's error answers with.
+    static func status(of error: any Error) -> RPCError {
+        switch error {
+        case let error as RPCError: RPCError(code: error.code, message: error.message)
+        case is CancellationError: RPCError(code: .cancelled, message: "context canceled")
+        default: RPCError(code: .unknown, message: "\(error)")
+        }
+    }
+}
+
+/// What a unary handler answers: now, on the event loop, or later from a task.
+enum WireAnswer: Sendable {
+    case now(Result<[UInt8], RPCError>)
+    case later(@Sendable () async throws -> [UInt8])
+}
+
+/// The request messages of one streaming call, as the connection receives them. Bounded: a
+/// client that sends faster than the handler reads fails its call (RESOURCE_EXHAUSTED).
+struct WireInbound: Sendable {
+    let messages: AsyncThrowingStream<ByteBuffer, any Error>
+}
+
+/// Writes the response messages of one streaming call. Each write returns once the frame is
+/// written to the socket, so a client that does not read (its HTTP/2 window closed) holds up its
+/// own writer and nothing else.
+struct WireOutbound: Sendable {
+    let connection: NIOLoopBound<WireConnection>
+    let stream: HTTP2StreamID
+
+    func write(_ message: [UInt8]) async throws {
+        let connection = self.connection
+        let stream = self.stream
+        try await connection.eventLoop.flatSubmit { connection.value.send(message, on: stream) }.get()
+    }
+}
+
+/// Protobuf messages into a ``WireOutbound``.
+struct MessageWriter<Message: SwiftProtobuf.Message>: RPCWriterProtocol {
+    let outbound: WireOutbound
+
+    func write(_ element: Message) async throws {
+        try await outbound.write(try element.serializedBytes())
+    }
+
+    func write(contentsOf elements: some Sequence<Message>) async throws {
+        for element in elements { try await write(element) }
+    }
+}
