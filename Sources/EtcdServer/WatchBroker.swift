@@ -10,6 +10,9 @@ public final class WatchBroker: @unchecked Sendable {
     private let lock = NIOLock()
     private var hub: WatchHub
     private var owners: [Int64: Int] = [:]
+    /// Each stream's watchers, ascending (the inverse of `owners`): a stream's drain looks at
+    /// its own watchers only, not at every watcher of the member.
+    private var watchersOf: [Int: [Int64]] = [:]
     private var wakeups: [Int: AsyncStream<Void>.Continuation] = [:]
     private var cancellations: [Int: [(id: Int64, reason: WatchHub.CancelReason)]] = [:]
     private var nextStream = 1
@@ -35,7 +38,7 @@ public final class WatchBroker: @unchecked Sendable {
 
     func closeStream(_ stream: Int) {
         let continuation = lock.withLock {
-            for (id, owner) in owners where owner == stream {
+            for id in watchersOf.removeValue(forKey: stream) ?? [] {
                 hub.cancel(id)
                 owners[id] = nil
             }
@@ -54,6 +57,8 @@ public final class WatchBroker: @unchecked Sendable {
                 return nil
             }
             owners[id] = stream
+            watchersOf[stream, default: []].append(id)
+            if let ids = watchersOf[stream], ids.count > 1, ids[ids.count - 2] > id { watchersOf[stream]!.sort() }
             try hub.catchUp(from: store)
             routeCancellations()
             return id
@@ -98,7 +103,7 @@ public final class WatchBroker: @unchecked Sendable {
         lock.withLock {
             var events: [(Int64, [WatchEvent])] = []
             var catchingUp = false
-            for (id, owner) in owners.sorted(by: { $0.key < $1.key }) where owner == stream {
+            for id in watchersOf[stream] ?? [] {
                 let taken = hub.take(id)
                 if !taken.isEmpty { events.append((id, taken)) }
                 if hub.isCatchingUp(id) { catchingUp = true }
@@ -116,7 +121,7 @@ public final class WatchBroker: @unchecked Sendable {
         lock.withLock {
             var ready: [Int64] = []
             var allReady = true
-            for (id, owner) in owners.sorted(by: { $0.key < $1.key }) where owner == stream {
+            for id in watchersOf[stream] ?? [] {
                 let synced = !hub.isCatchingUp(id) && !hub.hasBuffered(id)
                 if !synced { allReady = false }
                 if synced, ids?.contains(id) ?? true { ready.append(id) }
@@ -133,6 +138,7 @@ public final class WatchBroker: @unchecked Sendable {
     private func routeCancellations() {
         for cancellation in hub.takeCancellations() {
             guard let owner = owners.removeValue(forKey: cancellation.id) else { continue }
+            watchersOf[owner]?.removeAll { $0 == cancellation.id }
             cancellations[owner, default: []].append(cancellation)
             wakeups[owner]?.yield()
         }

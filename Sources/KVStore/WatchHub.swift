@@ -114,7 +114,7 @@ public struct WatchHub: Sendable {
     /// Feeds catching-up watchers from the store's history, at most a buffer's worth each; a
     /// watcher that reaches the store's revision goes live.
     public mutating func catchUp(from store: KVStore) throws {
-        for (id, watcher) in watchers.sorted(by: { $0.key < $1.key }) where !watcher.live {
+        for (id, watcher) in watchers.filter({ !$0.value.live }).sorted(by: { $0.key < $1.key }) {
             var watcher = watcher
             let room = bufferedEventsMax - watcher.buffer.count
             guard room > 0 else { continue }

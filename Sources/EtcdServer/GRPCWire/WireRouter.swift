@@ -1,4 +1,5 @@
 import GRPCCore
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP2
 import SwiftProtobuf
@@ -110,17 +111,47 @@ struct WireInbound: Sendable {
     let messages: AsyncThrowingStream<ByteBuffer, any Error>
 }
 
-/// Writes the response messages of one streaming call. Each write returns once the frame is
-/// written to the socket, so a client that does not read (its HTTP/2 window closed) holds up its
-/// own writer and nothing else.
+/// Writes the response messages of one streaming call, in order. A write hands the message to
+/// the connection's event loop and returns at once while the call has less than
+/// `pendingBytesMax` handed over and not yet written to the socket; past that it waits for its
+/// own message to be written. So a client that does not read (its HTTP/2 window closed) holds
+/// up its own writer, with bounded memory, and nothing else.
 struct WireOutbound: Sendable {
     let connection: NIOLoopBound<WireConnection>
     let stream: HTTP2StreamID
+    /// Bytes handed to the event loop and not yet written; whether a write failed (the stream
+    /// is gone, so every later write fails too).
+    private let state = NIOLockedValueBox((pendingBytes: 0, failed: false))
+    static let pendingBytesMax = 256 * 1024
+
+    init(connection: NIOLoopBound<WireConnection>, stream: HTTP2StreamID) {
+        self.connection = connection
+        self.stream = stream
+    }
 
     func write(_ message: [UInt8]) async throws {
+        let size = message.count + 5
+        let (pendingBefore, failed) = state.withLockedValue { state in
+            defer { state.pendingBytes += size }
+            return (state.pendingBytes, state.failed)
+        }
+        if failed { throw CancellationError() }
         let connection = self.connection
         let stream = self.stream
-        try await connection.eventLoop.flatSubmit { connection.value.send(message, on: stream) }.get()
+        let state = self.state
+        let written = { @Sendable (result: Result<Void, any Error>) in
+            state.withLockedValue { state in
+                state.pendingBytes -= size
+                if case .failure = result { state.failed = true }
+            }
+        }
+        if pendingBefore + size <= Self.pendingBytesMax {
+            connection.eventLoop.execute { connection.value.send(message, on: stream).whenComplete(written) }
+        } else {
+            let future = connection.eventLoop.flatSubmit { connection.value.send(message, on: stream) }
+            future.whenComplete(written)
+            try await future.get()
+        }
     }
 }
 
