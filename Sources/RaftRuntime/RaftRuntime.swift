@@ -418,6 +418,9 @@ public actor RaftRuntime: Service {
 
     // MARK: The loop
 
+    /// Committed commands applied on the actor itself when nothing needs syncing.
+    static let inlineApplyCommandsMax = 4
+
     private func processReady() async throws {
         var rounds = 0
         while rounds < 1_000, let raft, let storage, raft.hasReady() {
@@ -450,9 +453,13 @@ public actor RaftRuntime: Service {
             let restoreJob = restoring.map { ($0.index, $0.data) }
             // A Ready with nothing to sync, restore or apply (heartbeats, votes, read states)
             // stays on the actor: two thread hops would only add latency.
+            // So does a small apply with nothing to sync (a commit the followers just
+            // acknowledged, a follower learning the commit index): the apply is shorter than the
+            // two hops to the disk thread and back. Larger batches go there, so that the actor
+            // keeps stepping messages meanwhile.
             let responses: [[UInt8]]
-            if pendingSync == nil && restoreJob == nil && commands.isEmpty {
-                responses = []
+            if pendingSync == nil && restoreJob == nil && commands.count <= Self.inlineApplyCommandsMax {
+                responses = commands.isEmpty ? [] : try stateMachine.apply(commands.map(\.command))
             } else {
                 responses = try await disk.runIfActive { () throws -> [[UInt8]] in
                     try pendingSync?.run()

@@ -66,6 +66,8 @@ final class WireConnection: ChannelInboundHandler {
     private let eventLoop: any EventLoop
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: Call] = [:]
+    /// Where streaming calls post their messages (made with the first one).
+    private var mailbox: WireMailbox?
     private var connectionCreditOwed = 0
     private var reading = false
     private var flushOwed = false
@@ -177,7 +179,9 @@ final class WireConnection: ChannelInboundHandler {
             let (messages, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream(bufferingPolicy: .bufferingOldest(limits.inboundMessagesMax))
             call.inbound = continuation
             let connection = NIOLoopBound(self, eventLoop: eventLoop)
-            let outbound = WireOutbound(connection: connection, stream: stream)
+            let mailbox = self.mailbox ?? WireMailbox(connection: connection)
+            self.mailbox = mailbox
+            let outbound = WireOutbound(mailbox: mailbox, stream: stream)
             call.task = Task {
                 let failure: RPCError?
                 do {
@@ -186,7 +190,7 @@ final class WireConnection: ChannelInboundHandler {
                 } catch {
                     failure = WireRouter.status(of: error)
                 }
-                connection.eventLoop.execute { connection.value.finish(stream: stream, failure: failure) }
+                mailbox.afterPosted { connection.value.finish(stream: stream, failure: failure) }
             }
         }
         if headers.endStream { endOfRequest(call, stream: stream) }

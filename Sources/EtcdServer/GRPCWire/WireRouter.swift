@@ -111,21 +111,21 @@ struct WireInbound: Sendable {
     let messages: AsyncThrowingStream<ByteBuffer, any Error>
 }
 
-/// Writes the response messages of one streaming call, in order. A write hands the message to
-/// the connection's event loop and returns at once while the call has less than
-/// `pendingBytesMax` handed over and not yet written to the socket; past that it waits for its
-/// own message to be written. So a client that does not read (its HTTP/2 window closed) holds
-/// up its own writer, with bounded memory, and nothing else.
+/// Writes the response messages of one streaming call, in order. A write posts the message to
+/// its connection's ``WireMailbox`` and returns at once while the call has less than
+/// `pendingBytesMax` posted and not yet written to the socket; past that it waits for its own
+/// message to be written. So a client that does not read (its HTTP/2 window closed) holds up its
+/// own writer, with bounded memory, and nothing else.
 struct WireOutbound: Sendable {
-    let connection: NIOLoopBound<WireConnection>
+    let mailbox: WireMailbox
     let stream: HTTP2StreamID
-    /// Bytes handed to the event loop and not yet written; whether a write failed (the stream
-    /// is gone, so every later write fails too).
+    /// Bytes posted and not yet written; whether a write failed (the stream is gone, so every
+    /// later write fails too).
     private let state = NIOLockedValueBox((pendingBytes: 0, failed: false))
     static let pendingBytesMax = 256 * 1024
 
-    init(connection: NIOLoopBound<WireConnection>, stream: HTTP2StreamID) {
-        self.connection = connection
+    init(mailbox: WireMailbox, stream: HTTP2StreamID) {
+        self.mailbox = mailbox
         self.stream = stream
     }
 
@@ -136,8 +136,6 @@ struct WireOutbound: Sendable {
             return (state.pendingBytes, state.failed)
         }
         if failed { throw CancellationError() }
-        let connection = self.connection
-        let stream = self.stream
         let state = self.state
         let written = { @Sendable (result: Result<Void, any Error>) in
             state.withLockedValue { state in
@@ -146,11 +144,60 @@ struct WireOutbound: Sendable {
             }
         }
         if pendingBefore + size <= Self.pendingBytesMax {
-            connection.eventLoop.execute { connection.value.send(message, on: stream).whenComplete(written) }
+            mailbox.post(message, on: stream, written: written)
         } else {
-            let future = connection.eventLoop.flatSubmit { connection.value.send(message, on: stream) }
-            future.whenComplete(written)
-            try await future.get()
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                mailbox.post(message, on: stream) { result in
+                    written(result)
+                    continuation.resume(with: result)
+                }
+            }
+        }
+    }
+}
+
+/// Response messages for one connection's streams, posted from any thread and handed to the
+/// connection's event loop in batches: one hop for all that were posted meanwhile (a put seen by
+/// a thousand watch streams is a thousand messages, not a thousand hops).
+final class WireMailbox: Sendable {
+    typealias Written = @Sendable (Result<Void, any Error>) -> Void
+    private let connection: NIOLoopBound<WireConnection>
+    private let posted = NIOLockedValueBox((messages: [(stream: HTTP2StreamID, message: [UInt8], written: Written)](), scheduled: false))
+
+    init(connection: NIOLoopBound<WireConnection>) {
+        self.connection = connection
+    }
+
+    func post(_ message: [UInt8], on stream: HTTP2StreamID, written: @escaping Written) {
+        let schedule = posted.withLockedValue { posted in
+            posted.messages.append((stream, message, written))
+            defer { posted.scheduled = true }
+            return !posted.scheduled
+        }
+        if schedule {
+            connection.eventLoop.execute { self.deliver() }
+        }
+    }
+
+    /// Runs after every message posted before it, so a call's trailers follow its messages.
+    func afterPosted(_ body: @escaping @Sendable () -> Void) {
+        connection.eventLoop.execute {
+            self.deliver()
+            body()
+        }
+    }
+
+    private func deliver() {
+        let messages = posted.withLockedValue { posted in
+            defer {
+                posted.messages = []
+                posted.scheduled = false
+            }
+            return posted.messages
+        }
+        let connection = self.connection.value
+        for (stream, message, written) in messages {
+            connection.send(message, on: stream).whenComplete(written)
         }
     }
 }
