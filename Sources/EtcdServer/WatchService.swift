@@ -9,8 +9,11 @@ import KVStore
 struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
     let member: StoreMember
 
-    /// Serializes writes to one stream's response writer.
-    actor Writer {
+    /// One stream's response writer, shared by the task reading requests (created answers) and
+    /// the one delivering events. No actor is needed to keep their order: the server's writer
+    /// queues each message before it first suspends, so messages go out in the order written,
+    /// and a watch's events are only drained after its created answer was written.
+    struct Writer: Sendable {
         let writer: RPCWriter<Etcdserverpb_WatchResponse>
         init(_ writer: RPCWriter<Etcdserverpb_WatchResponse>) { self.writer = writer }
         func write(_ response: Etcdserverpb_WatchResponse) async throws { try await writer.write(response) }

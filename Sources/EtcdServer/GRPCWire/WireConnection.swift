@@ -137,7 +137,13 @@ final class WireConnection: ChannelInboundHandler {
             var length = payload.paddingBytes.map { $0 + 1 } ?? 0
             if case .byteBuffer(let bytes) = payload.data { length += bytes.readableBytes }
             returnConnectionCredit(length)
-            guard let call = calls[frame.streamID], !call.finished, case .byteBuffer(let bytes) = payload.data else { return }
+            guard let call = calls[frame.streamID], case .byteBuffer(let bytes) = payload.data else { return }
+            guard !call.finished else {
+                // Answered already (a refusal): the rest of the request is read and dropped, its
+                // window returned, so that the client can finish sending and read the answer.
+                if !payload.endStream, length > 0 { write(HTTP2Frame(streamID: frame.streamID, payload: .windowUpdate(windowSizeIncrement: length))) }
+                return
+            }
             received(bytes, length: length, endStream: payload.endStream, call: call, stream: frame.streamID)
         case .rstStream:
             if let call = calls.removeValue(forKey: frame.streamID) { abandon(call) }
@@ -340,8 +346,8 @@ final class WireConnection: ChannelInboundHandler {
     private static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
 
     /// Ends the call: grpc-status (and grpc-message) in trailers, or alone ("Trailers-Only")
-    /// when no response headers went out. A client still sending is told to stop (RST_STREAM
-    /// NO_ERROR, as grpc-go does).
+    /// when no response headers went out. A client still sending may finish (what it sends is
+    /// dropped): some clients (curl) fail a stream reset while they send, even with NO_ERROR.
     private func sendTrailers(_ call: Call, stream: HTTP2StreamID, status error: RPCError?) {
         call.finished = true
         var trailers: HPACKHeaders = call.headersSent ? [:] : Self.responseHeaders
@@ -349,9 +355,6 @@ final class WireConnection: ChannelInboundHandler {
         trailers.add(name: "grpc-status", value: String(error?.code.rawValue ?? 0))
         if let error, !error.message.isEmpty { trailers.add(name: "grpc-message", value: GRPCStatusMessage.encode(error.message)) }
         write(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: trailers, endStream: true))))
-        if !call.requestEnded {
-            write(HTTP2Frame(streamID: stream, payload: .rstStream(.noError)))
-        }
     }
 
     private func refuse(_ stream: HTTP2StreamID, _ error: RPCError, endStream: Bool) {
@@ -363,7 +366,11 @@ final class WireConnection: ChannelInboundHandler {
 
     private func refuseHTTP(_ stream: HTTP2StreamID, status: String, endStream: Bool) {
         write(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: [":status": status], endStream: true))))
-        if !endStream { write(HTTP2Frame(streamID: stream, payload: .rstStream(.noError))) }
+        // Kept until the stream closes, so that the request's DATA is dropped and credited.
+        let call = Call(method: .unary { _ in .now(.failure(RPCError(code: .unknown, message: ""))) }, reader: GRPCMessageReader(messageBytesMax: 1))
+        call.requestEnded = endStream
+        call.finished = true
+        calls[stream] = call
     }
 
     private func write(_ frame: HTTP2Frame) {
