@@ -45,10 +45,12 @@ public struct EtcdGRPCServer: Service {
         let kv = KVService(member: member)
         typealias KV = Etcdserverpb_KV.Method
         // Serializable ranges are answered on the event loop; linearizable ones after the barrier.
-        router.unary(KV.Range.descriptor, inline: { request in request.serializable ? try kv.localRange(request) : nil }, kv.range(request:context:))
-        router.unary(KV.Put.descriptor, kv.put(request:context:))
-        router.unary(KV.DeleteRange.descriptor, kv.deleteRange(request:context:))
-        router.unary(KV.Txn.descriptor, kv.txn(request:context:))
+        // The hot calls run without a task each: the runtime calls back, the connection's event
+        // loop makes and sends the answer.
+        router.unary(KV.Range.descriptor, inline: { request in request.serializable ? try kv.localRange(request) : nil }, start: kv.range(_:done:))
+        router.unary(KV.Put.descriptor, start: kv.put(_:done:))
+        router.unary(KV.DeleteRange.descriptor, start: kv.deleteRange(_:done:))
+        router.unary(KV.Txn.descriptor, start: kv.txn(_:done:))
         router.unary(KV.Compact.descriptor, kv.compact(request:context:))
 
         router.bidirectional(Etcdserverpb_Watch.Method.Watch.descriptor, WatchService(member: member).watch(request:response:context:))

@@ -41,6 +41,47 @@ struct KVService: Etcdserverpb_KV.SimpleServiceProtocol {
         return Convert.txnResponse(response, member.headerContext())
     }
 
+    // The same calls without a task each (the gRPC server's hot paths): `done` gets a closure
+    // that makes the response, run on the connection's event loop.
+    typealias Done<Response> = @Sendable (@escaping @Sendable () throws -> Response) -> Void
+
+    func range(_ request: Etcdserverpb_RangeRequest, done: @escaping Done<Etcdserverpb_RangeResponse>) {
+        member.barrier { result in done { try result.get(); return try localRange(request) } }
+    }
+
+    func put(_ request: Etcdserverpb_PutRequest, done: @escaping Done<Etcdserverpb_PutResponse>) {
+        member.write(.put(Convert.put(request))) { result in
+            done {
+                guard case .put(let response) = try result.get() else { throw member.unexpected() }
+                return Convert.putResponse(response, member.headerContext())
+            }
+        }
+    }
+
+    func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest, done: @escaping Done<Etcdserverpb_DeleteRangeResponse>) {
+        member.write(.deleteRange(Convert.delete(request))) { result in
+            done {
+                guard case .deleteRange(let response) = try result.get() else { throw member.unexpected() }
+                return Convert.deleteResponse(response, member.headerContext())
+            }
+        }
+    }
+
+    func txn(_ request: Etcdserverpb_TxnRequest, done: @escaping Done<Etcdserverpb_TxnResponse>) {
+        let converted: TxnRequest
+        do {
+            converted = try Convert.txn(request)
+        } catch {
+            return done { throw error }
+        }
+        member.write(.txn(converted)) { result in
+            done {
+                guard case .txn(let response) = try result.get() else { throw member.unexpected() }
+                return Convert.txnResponse(response, member.headerContext())
+            }
+        }
+    }
+
     func compact(request: Etcdserverpb_CompactionRequest, context: ServerContext) async throws -> Etcdserverpb_CompactionResponse {
         guard case .compaction(let response) = try await member.write(.compaction(CompactionRequest(revision: request.revision, physical: request.physical))) else {
             throw member.unexpected()

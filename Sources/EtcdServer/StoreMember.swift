@@ -68,26 +68,39 @@ public struct StoreMember: Sendable {
 
     /// Proposes a request through the log and returns the store's typed answer.
     func write(_ request: KVRequest) async throws -> KVResponse {
-        if let problem = request.validate() { throw Convert.error(problem) }
-        let encoded = request.encoded()
-        if encoded.count > requestBytesMax { throw RPCError(code: .invalidArgument, message: KVError.requestTooLarge.message) }
-        let result: AppliedResult
-        do {
-            result = try await runtime.propose(encoded)
-        } catch let error as RaftRuntimeError {
-            throw Self.status(error)
+        try await withCheckedThrowingContinuation { continuation in
+            write(request) { continuation.resume(with: $0) }
         }
-        guard let response = stateMachine.takeResponse(index: result.index) else { throw unexpected() }
-        if case .error(let error) = response { throw Convert.error(error) }
-        return response
+    }
+
+    /// ``write(_:)`` without a task: `completion` runs once with the store's answer, on the
+    /// runtime's actor (or at once, on the caller's thread, for a request refused before the log).
+    func write(_ request: KVRequest, completion: @escaping @Sendable (Result<KVResponse, RPCError>) -> Void) {
+        if let problem = request.validate() { return completion(.failure(Convert.error(problem))) }
+        let encoded = request.encoded()
+        if encoded.count > requestBytesMax { return completion(.failure(RPCError(code: .invalidArgument, message: KVError.requestTooLarge.message))) }
+        let stateMachine = self.stateMachine
+        runtime.submitProposal(encoded) { result in
+            switch result {
+            case .success(let applied):
+                guard let response = stateMachine.takeResponse(index: applied.index) else { return completion(.failure(Self.unexpected)) }
+                if case .error(let error) = response { return completion(.failure(Convert.error(error))) }
+                completion(.success(response))
+            case .failure(let error):
+                completion(.failure(Self.status(error)))
+            }
+        }
     }
 
     func barrier() async throws {
-        do {
-            try await runtime.readBarrier()
-        } catch let error as RaftRuntimeError {
-            throw Self.status(error)
+        try await withCheckedThrowingContinuation { continuation in
+            barrier { continuation.resume(with: $0) }
         }
+    }
+
+    /// ``barrier()`` without a task: `completion` runs once, on the runtime's actor.
+    func barrier(completion: @escaping @Sendable (Result<Void, RPCError>) -> Void) {
+        runtime.submitRead { result in completion(result.mapError(Self.status)) }
     }
 
     /// Runs a runtime call, answering its failure with etcd's status.
@@ -99,9 +112,9 @@ public struct StoreMember: Sendable {
         }
     }
 
-    func unexpected() -> RPCError {
-        RPCError(code: .internalError, message: "etcdserver: unexpected response")
-    }
+    func unexpected() -> RPCError { Self.unexpected }
+
+    static let unexpected = RPCError(code: .internalError, message: "etcdserver: unexpected response")
 
     /// Publishes this member's name and URLs through the log, retrying until it is applied (a
     /// member has no leader to propose through for a while after it starts).
@@ -179,6 +192,12 @@ public struct StoreMember: Sendable {
             throw RPCError(code: .unavailable, message: "etcdserver: the leader's client URL is not known yet")
         }
         return address
+    }
+
+    /// etcd's status codes and messages for the runtime's errors (others pass as they are).
+    static func status(_ error: any Error) -> RPCError {
+        guard let error = error as? RaftRuntimeError else { return WireRouter.status(of: error) }
+        return status(error)
     }
 
     /// etcd's status codes and messages for the runtime's errors.

@@ -35,6 +35,8 @@ public actor RaftRuntime: Service {
     let transportEvents: AsyncStream<TransportEvent>
     let wakeups: AsyncStream<Void>
     let wakeupContinuation: AsyncStream<Void>.Continuation
+    /// Proposals and reads submitted from outside the actor, taken by the loop.
+    nonisolated let inbox = NIOLockedValueBox((submissions: [Submission](), closed: false))
     /// Runs the fdatasyncs and the state machine's work, one job at a time, off the actor.
     let disk = NIOThreadPool(numberOfThreads: 1)
 
@@ -52,7 +54,7 @@ public actor RaftRuntime: Service {
     var tickCount: UInt64 = 0
 
     struct Waiter {
-        var continuation: CheckedContinuation<AppliedResult, any Error>
+        var complete: @Sendable (Result<AppliedResult, any Error>) -> Void
         var deadlineTick: UInt64
         /// Set once the leader assigned the entry a place in its log.
         var index: UInt64 = 0
@@ -62,7 +64,7 @@ public actor RaftRuntime: Service {
     var proposals: [UInt64: Waiter] = [:]
     /// Membership changes, keyed by their log index.
     var membershipChanges: [UInt64: Waiter] = [:]
-    typealias ReadWaiter = (continuation: CheckedContinuation<Void, any Error>, deadlineTick: UInt64)
+    typealias ReadWaiter = (complete: @Sendable (Result<Void, any Error>) -> Void, deadlineTick: UInt64)
     /// Reads waiting for their ReadIndex round, by the round's request number. One round is in
     /// flight at a time; reads arriving meanwhile wait in `readQueue` and share the next round
     /// (one heartbeat exchange for all of them, as etcd's read loop does).
@@ -108,6 +110,7 @@ public actor RaftRuntime: Service {
                     group.addTask {
                         for await _ in self.wakeups {
                             try Task.checkCancellation()
+                            await self.takeInbox()
                             try await self.processReady()
                         }
                     }
@@ -145,9 +148,15 @@ public actor RaftRuntime: Service {
     }
 
     private func failAll(_ error: any Error) {
-        for waiter in proposals.values { waiter.continuation.resume(throwing: error) }
-        for waiter in membershipChanges.values { waiter.continuation.resume(throwing: error) }
-        for read in reads.values.joined() + readQueue { read.continuation.resume(throwing: error) }
+        let submissions = inbox.withLockedValue { inbox in
+            defer { inbox.submissions = [] }
+            inbox.closed = true
+            return inbox.submissions
+        }
+        for submission in submissions { submission.fail(error) }
+        for waiter in proposals.values { waiter.complete(.failure(error)) }
+        for waiter in membershipChanges.values { waiter.complete(.failure(error)) }
+        for read in reads.values.joined() + readQueue { read.complete(.failure(error)) }
         for transfer in transfers { transfer.continuation.resume(throwing: error) }
         proposals = [:]
         membershipChanges = [:]
@@ -260,37 +269,102 @@ public actor RaftRuntime: Service {
     /// Replicates `data` and returns once it is applied on this node (forwarded to the leader
     /// when this node follows).
     public func propose(_ data: [UInt8]) async throws -> AppliedResult {
-        try checkAccepting()
-        guard data.count <= configuration.proposalBytesMax else { throw RuntimeError.tooLarge(bytes: data.count, limit: configuration.proposalBytesMax) }
-        let request = nextRequest
-        nextRequest += 1
-        let outcome: ProposalOutcome
-        do {
-            outcome = try raft!.propose(CommandEnvelope.encode(proposer: id, request: request, payload: data))
-        } catch {
-            throw RuntimeError(error)
-        }
-        signal()
-        let deadline = self.deadline
-        return try await withCheckedThrowingContinuation { continuation in
-            var waiter = Waiter(continuation: continuation, deadlineTick: deadline)
-            if case .appended(let index, let term) = outcome {
-                waiter.index = index
-                waiter.term = term
-            }
-            proposals[request] = waiter
+        try await withCheckedThrowingContinuation { continuation in
+            enqueueProposal(data) { continuation.resume(with: $0) }
         }
     }
 
     /// Returns once this node's state machine has applied everything committed before the call
     /// began (ReadIndex, thesis 6.4): a read served after it is linearizable.
     public func readBarrier() async throws {
-        try checkAccepting()
-        let deadline = self.deadline
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            readQueue.append((continuation, deadline))
-            if readRound == nil { startReadRound() }
+            enqueueRead { continuation.resume(with: $0) }
         }
+    }
+
+    /// ``propose(_:)`` from any thread without a task: `completion` runs once, on the actor,
+    /// with the result. Submissions wait in a locked inbox that the loop takes whole at its
+    /// next turn (one wake-up for all that arrived meanwhile).
+    public nonisolated func submitProposal(_ data: [UInt8], completion: @escaping @Sendable (Result<AppliedResult, any Error>) -> Void) {
+        submit(.proposal(data, completion))
+    }
+
+    /// ``readBarrier()`` from any thread without a task, as ``submitProposal(_:completion:)``.
+    public nonisolated func submitRead(completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        submit(.read(completion))
+    }
+
+    enum Submission: Sendable {
+        case proposal([UInt8], @Sendable (Result<AppliedResult, any Error>) -> Void)
+        case read(@Sendable (Result<Void, any Error>) -> Void)
+
+        func fail(_ error: any Error) {
+            switch self {
+            case .proposal(_, let complete): complete(.failure(error))
+            case .read(let complete): complete(.failure(error))
+            }
+        }
+    }
+
+    private nonisolated func submit(_ submission: Submission) {
+        let wake = inbox.withLockedValue { inbox -> Bool? in
+            guard !inbox.closed else { return nil }
+            inbox.submissions.append(submission)
+            return inbox.submissions.count == 1
+        }
+        switch wake {
+        case nil: submission.fail(RuntimeError.stopped)
+        case true?: wakeupContinuation.yield()
+        case false?: break
+        }
+    }
+
+    /// Takes every submission waiting in the inbox.
+    private func takeInbox() {
+        let submissions = inbox.withLockedValue { inbox in
+            defer { inbox.submissions = [] }
+            return inbox.submissions
+        }
+        for submission in submissions {
+            switch submission {
+            case .proposal(let data, let complete): enqueueProposal(data, complete: complete)
+            case .read(let complete): enqueueRead(complete: complete)
+            }
+        }
+    }
+
+    private func enqueueProposal(_ data: [UInt8], complete: @escaping @Sendable (Result<AppliedResult, any Error>) -> Void) {
+        let outcome: ProposalOutcome
+        let request = nextRequest
+        do {
+            try checkAccepting()
+            guard data.count <= configuration.proposalBytesMax else { throw RuntimeError.tooLarge(bytes: data.count, limit: configuration.proposalBytesMax) }
+            nextRequest += 1
+            do {
+                outcome = try raft!.propose(CommandEnvelope.encode(proposer: id, request: request, payload: data))
+            } catch {
+                throw RuntimeError(error)
+            }
+        } catch {
+            return complete(.failure(error))
+        }
+        signal()
+        var waiter = Waiter(complete: complete, deadlineTick: deadline)
+        if case .appended(let index, let term) = outcome {
+            waiter.index = index
+            waiter.term = term
+        }
+        proposals[request] = waiter
+    }
+
+    private func enqueueRead(complete: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        do {
+            try checkAccepting()
+        } catch {
+            return complete(.failure(error))
+        }
+        readQueue.append((complete, deadline))
+        if readRound == nil { startReadRound() }
     }
 
     /// Asks Raft for one read index on behalf of every queued read.
@@ -302,7 +376,7 @@ public actor RaftRuntime: Service {
             try raft.readIndex(context: request)
         } catch {
             let failure = RuntimeError(error)
-            for read in readQueue { read.continuation.resume(throwing: failure) }
+            for read in readQueue { read.complete(.failure(failure)) }
             readQueue = []
             return
         }
@@ -352,7 +426,7 @@ public actor RaftRuntime: Service {
         signal()
         let deadline = self.deadline
         _ = try await withCheckedThrowingContinuation { continuation in
-            membershipChanges[index] = Waiter(continuation: continuation, deadlineTick: deadline, index: index, term: term)
+            membershipChanges[index] = Waiter(complete: { continuation.resume(with: $0) }, deadlineTick: deadline, index: index, term: term)
         }
     }
 
@@ -386,22 +460,22 @@ public actor RaftRuntime: Service {
         let now = tickCount
         for (request, waiter) in proposals where waiter.deadlineTick <= now {
             proposals[request] = nil
-            waiter.continuation.resume(throwing: RuntimeError.timedOut)
+            waiter.complete(.failure(RuntimeError.timedOut))
         }
         for (index, waiter) in membershipChanges where waiter.deadlineTick <= now {
             membershipChanges[index] = nil
-            waiter.continuation.resume(throwing: RuntimeError.timedOut)
+            waiter.complete(.failure(RuntimeError.timedOut))
         }
         for (request, waiters) in reads {
             let expired = waiters.filter { $0.deadlineTick <= now }
             guard !expired.isEmpty else { continue }
-            for read in expired { read.continuation.resume(throwing: RuntimeError.timedOut) }
+            for read in expired { read.complete(.failure(RuntimeError.timedOut)) }
             let left = waiters.filter { $0.deadlineTick > now }
             reads[request] = left.isEmpty ? nil : left
         }
         readQueue.removeAll { read in
             guard read.deadlineTick <= now else { return false }
-            read.continuation.resume(throwing: RuntimeError.timedOut)
+            read.complete(.failure(RuntimeError.timedOut))
             return true
         }
         // A round whose answer was lost (leader change, dropped message) must not hold back the
@@ -423,7 +497,10 @@ public actor RaftRuntime: Service {
 
     private func processReady() async throws {
         var rounds = 0
-        while rounds < 1_000, let raft, let storage, raft.hasReady() {
+        while rounds < 1_000, let raft, let storage {
+            // Submissions that arrived during the last round share this one.
+            if rounds > 0 { takeInbox() }
+            guard raft.hasReady() else { break }
             rounds += 1
             let ready = raft.ready()
             if ready.hardState != nil || ready.softState != nil {
@@ -551,22 +628,22 @@ public actor RaftRuntime: Service {
             }
             if let waiter = membershipChanges.removeValue(forKey: entry.index) {
                 if waiter.term == entry.term {
-                    waiter.continuation.resume(returning: AppliedResult(index: entry.index, term: entry.term, response: []))
+                    waiter.complete(.success(AppliedResult(index: entry.index, term: entry.term, response: [])))
                 } else {
-                    waiter.continuation.resume(throwing: RuntimeError.proposalDropped)
+                    waiter.complete(.failure(RuntimeError.proposalDropped))
                 }
             }
         }
         for (position, pending) in commands.enumerated() where pending.proposer == id {
             if let waiter = proposals.removeValue(forKey: pending.request) {
-                waiter.continuation.resume(returning: AppliedResult(index: pending.command.index, term: pending.command.term, response: responses[position]))
+                waiter.complete(.success(AppliedResult(index: pending.command.index, term: pending.command.term, response: responses[position])))
             }
         }
         appliedIndex = max(appliedIndex, entries[entries.count - 1].index)
         // A proposal whose index was taken by another leader's entry will never apply.
         for (request, waiter) in proposals where waiter.index != 0 && waiter.index <= appliedIndex {
             proposals[request] = nil
-            waiter.continuation.resume(throwing: RuntimeError.proposalDropped)
+            waiter.complete(.failure(RuntimeError.proposalDropped))
         }
     }
 
@@ -582,7 +659,7 @@ public actor RaftRuntime: Service {
             if read.index > appliedIndex {
                 waiting.append(read)
             } else if let waiters = reads.removeValue(forKey: read.context) {
-                for waiter in waiters { waiter.continuation.resume() }
+                for waiter in waiters { waiter.complete(.success(())) }
             }
         }
         readsAwaitingApply = waiting
@@ -601,7 +678,7 @@ public actor RaftRuntime: Service {
         if knownLeader != 0, knownLeader != id, soft.leader != knownLeader {
             for (request, waiter) in proposals where waiter.index == 0 {
                 proposals[request] = nil
-                waiter.continuation.resume(throwing: RuntimeError.leaderLost)
+                waiter.complete(.failure(RuntimeError.leaderLost))
             }
         }
         knownLeader = soft.leader

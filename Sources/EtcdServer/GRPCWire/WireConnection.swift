@@ -66,8 +66,8 @@ final class WireConnection: ChannelInboundHandler {
     private let eventLoop: any EventLoop
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: Call] = [:]
-    /// Where streaming calls post their messages (made with the first one).
-    private var mailbox: WireMailbox?
+    /// Where streaming calls post their messages and started calls their answers.
+    private lazy var mailbox = WireMailbox(connection: NIOLoopBound(self, eventLoop: eventLoop))
     private var connectionCreditOwed = 0
     private var reading = false
     private var flushOwed = false
@@ -185,8 +185,7 @@ final class WireConnection: ChannelInboundHandler {
             let (messages, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream(bufferingPolicy: .bufferingOldest(limits.inboundMessagesMax))
             call.inbound = continuation
             let connection = NIOLoopBound(self, eventLoop: eventLoop)
-            let mailbox = self.mailbox ?? WireMailbox(connection: connection)
-            self.mailbox = mailbox
+            let mailbox = self.mailbox
             let outbound = WireOutbound(mailbox: mailbox, stream: stream)
             call.task = Task {
                 let failure: RPCError?
@@ -196,7 +195,7 @@ final class WireConnection: ChannelInboundHandler {
                 } catch {
                     failure = WireRouter.status(of: error)
                 }
-                mailbox.afterPosted { connection.value.finish(stream: stream, failure: failure) }
+                mailbox.run { connection.value.finish(stream: stream, failure: failure) }
             }
         }
         if headers.endStream { endOfRequest(call, stream: stream) }
@@ -252,6 +251,20 @@ final class WireConnection: ChannelInboundHandler {
                 respond(call, stream: stream, response)
             case .now(.failure(let error)):
                 fail(call, stream: stream, error)
+            case .started(let start):
+                let connection = NIOLoopBound(self, eventLoop: eventLoop)
+                let mailbox = self.mailbox
+                start { respond in
+                    mailbox.run {
+                        let result: Result<[UInt8], RPCError>
+                        do {
+                            result = .success(try respond())
+                        } catch {
+                            result = .failure(WireRouter.status(of: error))
+                        }
+                        connection.value.complete(stream: stream, result)
+                    }
+                }
             case .later(let work):
                 let connection = NIOLoopBound(self, eventLoop: eventLoop)
                 call.task = Task {

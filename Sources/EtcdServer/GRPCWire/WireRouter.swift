@@ -49,6 +49,34 @@ struct WireRouter: Sendable {
         }
     }
 
+    /// A unary method answered without a task: `start` begins the work and calls its `done`
+    /// (from any thread) with a closure that makes the response, which the connection runs on
+    /// its event loop. `inline` as above.
+    mutating func unary<Request: Message, Response: Message>(
+        _ descriptor: MethodDescriptor,
+        inline: (@Sendable (Request) throws -> Response?)? = nil,
+        start: @escaping @Sendable (Request, @escaping @Sendable (@escaping @Sendable () throws -> Response) -> Void) -> Void
+    ) {
+        methods["/" + descriptor.fullyQualifiedMethod] = .unary { bytes in
+            let request: Request
+            do {
+                request = try Self.decode(bytes)
+            } catch {
+                return .now(.failure(Self.status(of: error)))
+            }
+            if let inline {
+                do {
+                    if let response = try inline(request) { return .now(.success(try response.serializedBytes())) }
+                } catch {
+                    return .now(.failure(Self.status(of: error)))
+                }
+            }
+            return .started { done in
+                start(request) { respond in done { try respond().serializedBytes() } }
+            }
+        }
+    }
+
     /// A bidirectional (or client) streaming method.
     mutating func bidirectional<Request: Message, Response: Message>(
         _ descriptor: MethodDescriptor,
@@ -99,10 +127,14 @@ struct WireRouter: Sendable {
     }
 }
 
-/// What a unary handler answers: now, on the event loop, or later from a task.
+/// What a unary handler answers: now, on the event loop; later from a task; or when work it
+/// started calls back (`done`, from any thread) with a closure making the response bytes, which
+/// the connection runs on its event loop.
 enum WireAnswer: Sendable {
+    typealias Respond = @Sendable () throws -> [UInt8]
     case now(Result<[UInt8], RPCError>)
     case later(@Sendable () async throws -> [UInt8])
+    case started(@Sendable (_ done: @escaping @Sendable (@escaping Respond) -> Void) -> Void)
 }
 
 /// The request messages of one streaming call, as the connection receives them. Bounded: a
@@ -156,21 +188,36 @@ struct WireOutbound: Sendable {
     }
 }
 
-/// Response messages for one connection's streams, posted from any thread and handed to the
-/// connection's event loop in batches: one hop for all that were posted meanwhile (a put seen by
-/// a thousand watch streams is a thousand messages, not a thousand hops).
+/// Work for one connection's event loop, posted from any thread and handed over in batches: one
+/// hop for all that was posted meanwhile (a put seen by a thousand watch streams is a thousand
+/// messages, not a thousand hops; so are the answers of a batch of writes), run in the order
+/// posted.
 final class WireMailbox: Sendable {
     typealias Written = @Sendable (Result<Void, any Error>) -> Void
+    private enum Item {
+        case message(stream: HTTP2StreamID, message: [UInt8], written: Written)
+        case run(@Sendable () -> Void)
+    }
     private let connection: NIOLoopBound<WireConnection>
-    private let posted = NIOLockedValueBox((messages: [(stream: HTTP2StreamID, message: [UInt8], written: Written)](), scheduled: false))
+    private let posted = NIOLockedValueBox((items: [Item](), scheduled: false))
 
     init(connection: NIOLoopBound<WireConnection>) {
         self.connection = connection
     }
 
+    /// A response message of a streaming call.
     func post(_ message: [UInt8], on stream: HTTP2StreamID, written: @escaping Written) {
+        post(.message(stream: stream, message: message, written: written))
+    }
+
+    /// Runs `body` on the event loop after everything posted before it.
+    func run(_ body: @escaping @Sendable () -> Void) {
+        post(.run(body))
+    }
+
+    private func post(_ item: Item) {
         let schedule = posted.withLockedValue { posted in
-            posted.messages.append((stream, message, written))
+            posted.items.append(item)
             defer { posted.scheduled = true }
             return !posted.scheduled
         }
@@ -179,25 +226,20 @@ final class WireMailbox: Sendable {
         }
     }
 
-    /// Runs after every message posted before it, so a call's trailers follow its messages.
-    func afterPosted(_ body: @escaping @Sendable () -> Void) {
-        connection.eventLoop.execute {
-            self.deliver()
-            body()
-        }
-    }
-
     private func deliver() {
-        let messages = posted.withLockedValue { posted in
+        let items = posted.withLockedValue { posted in
             defer {
-                posted.messages = []
+                posted.items = []
                 posted.scheduled = false
             }
-            return posted.messages
+            return posted.items
         }
         let connection = self.connection.value
-        for (stream, message, written) in messages {
-            connection.send(message, on: stream).whenComplete(written)
+        for item in items {
+            switch item {
+            case .message(let stream, let message, let written): connection.send(message, on: stream).whenComplete(written)
+            case .run(let body): body()
+            }
         }
     }
 }
