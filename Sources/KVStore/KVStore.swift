@@ -60,10 +60,19 @@ public final class KVStore {
     /// Reads below this revision fail with ``KVError/compacted``; 0 before the first compaction.
     public var compactRevision: Int64 { state.compactRevision }
 
+    /// Checkpoints the WAL off the apply path (nil for an in-memory database).
+    let checkpointer: WALCheckpointer?
+
     private init(path: String, limits: KVLimits, database: SQLiteDatabase) {
         self.path = path
         self.limits = limits
         self.database = database
+        checkpointer = path == ":memory:" || path.isEmpty ? nil : WALCheckpointer(path: path)
+        if let checkpointer, let handle = database.handle { checkpointer.install(on: handle) }
+    }
+
+    deinit {
+        checkpointer?.stop()
     }
 
     /// Opens (creating if needed) the store in the SQLite file at `path`.
@@ -81,12 +90,15 @@ public final class KVStore {
 
     /// Closes the database; the store must not be used afterwards.
     public func close() {
+        checkpointer?.stop()
         database.close()
     }
 
     func configureConnection() throws {
         // WAL lets reads go on while a batch is written; NORMAL skips the per-commit fsync,
-        // which is safe because the Raft log is fsynced and replays what a crash loses.
+        // which is safe because the Raft log is fsynced and replays what a crash loses. WAL
+        // checkpoints run on the checkpointer's thread. No busy timeout: a writer must never
+        // wait for that thread (it would wait out a checkpoint's fsyncs).
         try database.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;")
     }
 
@@ -225,11 +237,14 @@ public final class KVStore {
     /// fsyncs the WAL and then the database (`synchronous=NORMAL` leaves commits unsynced). After
     /// it, ``appliedIndex`` survives a power cut, so the Raft log up to it may be dropped.
     public func checkpoint() throws {
+        // Waits (here only) for a checkpoint of the checkpointer's thread to finish.
+        sqlite3_busy_timeout(database.handle, 10_000)
+        defer { sqlite3_busy_timeout(database.handle, 0) }
         let statement = try database.statement("PRAGMA wal_checkpoint(FULL)")
         guard try statement.step() else { throw SQLiteError(code: SQLITE_ERROR, message: "no checkpoint result", context: "checkpointing") }
         let busy = statement.int64(0)
         statement.reset()
-        // One connection does all reads and writes, so nothing can hold the checkpoint back.
+        // Only the checkpointer's PASSIVE checkpoints compete, and the busy timeout waits them out.
         guard busy == 0 else { throw SQLiteError(code: SQLITE_BUSY, message: "the checkpoint could not complete", context: "checkpointing") }
     }
 
