@@ -17,7 +17,7 @@ struct WALCheckpointTests {
         #expect(checkpointer.checkpointsCompleted > 0)
         let walBytes = (try? FileManager.default.attributesOfItem(atPath: test.path + "-wal")[.size] as? Int) ?? 0
         // Without checkpoints the WAL would hold every page written (over 40 MiB).
-        #expect(walBytes < 100 << 20, "WAL is \(walBytes) bytes")
+        #expect(walBytes < 30 << 20, "WAL is \(walBytes) bytes")
         try test.store.checkpoint()
         try test.reopen()
         #expect(test.store.currentRevision == 10_001)

@@ -66,8 +66,15 @@ final class WireConnection: ChannelInboundHandler {
     private let eventLoop: any EventLoop
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: Call] = [:]
-    /// Where streaming calls post their messages and started calls their answers.
-    private lazy var mailbox = WireMailbox(connection: NIOLoopBound(self, eventLoop: eventLoop))
+    /// Where streaming calls post their messages and started calls their answers. It refers
+    /// back to this handler, so it is dropped when the connection closes (no cycle outlives it).
+    private var mailboxStorage: WireMailbox?
+    private var mailbox: WireMailbox {
+        if let mailboxStorage { return mailboxStorage }
+        let mailbox = WireMailbox(connection: NIOLoopBound(self, eventLoop: eventLoop))
+        mailboxStorage = mailbox
+        return mailbox
+    }
     private var connectionCreditOwed = 0
     private var reading = false
     private var flushOwed = false
@@ -99,6 +106,7 @@ final class WireConnection: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         for call in calls.values { abandon(call) }
         calls = [:]
+        mailboxStorage = nil
         self.context = nil
         context.fireChannelInactive()
     }
