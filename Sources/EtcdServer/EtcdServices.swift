@@ -7,14 +7,13 @@ import RaftRuntime
 
 /// The etcd v3 KV service over the Raft runtime and the store. Writes go through the log;
 /// linearizable reads wait on the ReadIndex barrier and then read locally; serializable reads
-/// read locally at once.
-struct KVService: Etcdserverpb_KV.SimpleServiceProtocol {
+/// read locally at once. Range, put, delete range and txn run without a task each (the gRPC
+/// server's hot paths): `done` gets a closure that makes the response, which the server runs on
+/// the connection's event loop.
+struct KVService {
     let member: StoreMember
 
-    func range(request: Etcdserverpb_RangeRequest, context: ServerContext) async throws -> Etcdserverpb_RangeResponse {
-        if !request.serializable { try await member.barrier() }
-        return try localRange(request)
-    }
+    typealias Done<Response> = @Sendable (@escaping @Sendable () throws -> Response) -> Void
 
     /// The range as this member's store has it now (a serializable read, or a linearizable one
     /// after the barrier).
@@ -26,44 +25,22 @@ struct KVService: Etcdserverpb_KV.SimpleServiceProtocol {
         }
     }
 
-    func put(request: Etcdserverpb_PutRequest, context: ServerContext) async throws -> Etcdserverpb_PutResponse {
-        guard case .put(let response) = try await member.write(.put(Convert.put(request))) else { throw member.unexpected() }
-        return Convert.putResponse(response, member.headerContext())
-    }
-
-    func deleteRange(request: Etcdserverpb_DeleteRangeRequest, context: ServerContext) async throws -> Etcdserverpb_DeleteRangeResponse {
-        guard case .deleteRange(let response) = try await member.write(.deleteRange(Convert.delete(request))) else { throw member.unexpected() }
-        return Convert.deleteResponse(response, member.headerContext())
-    }
-
-    func txn(request: Etcdserverpb_TxnRequest, context: ServerContext) async throws -> Etcdserverpb_TxnResponse {
-        guard case .txn(let response) = try await member.write(.txn(try Convert.txn(request))) else { throw member.unexpected() }
-        return Convert.txnResponse(response, member.headerContext())
-    }
-
-    // The same calls without a task each (the gRPC server's hot paths): `done` gets a closure
-    // that makes the response, run on the connection's event loop.
-    typealias Done<Response> = @Sendable (@escaping @Sendable () throws -> Response) -> Void
-
     func range(_ request: Etcdserverpb_RangeRequest, done: @escaping Done<Etcdserverpb_RangeResponse>) {
+        if request.serializable { return done { try localRange(request) } }
         member.barrier { result in done { try result.get(); return try localRange(request) } }
     }
 
     func put(_ request: Etcdserverpb_PutRequest, done: @escaping Done<Etcdserverpb_PutResponse>) {
-        member.write(.put(Convert.put(request))) { result in
-            done {
-                guard case .put(let response) = try result.get() else { throw member.unexpected() }
-                return Convert.putResponse(response, member.headerContext())
-            }
+        write(.put(Convert.put(request)), done: done) { answer in
+            guard case .put(let response) = answer else { return nil }
+            return Convert.putResponse(response, member.headerContext())
         }
     }
 
     func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest, done: @escaping Done<Etcdserverpb_DeleteRangeResponse>) {
-        member.write(.deleteRange(Convert.delete(request))) { result in
-            done {
-                guard case .deleteRange(let response) = try result.get() else { throw member.unexpected() }
-                return Convert.deleteResponse(response, member.headerContext())
-            }
+        write(.deleteRange(Convert.delete(request)), done: done) { answer in
+            guard case .deleteRange(let response) = answer else { return nil }
+            return Convert.deleteResponse(response, member.headerContext())
         }
     }
 
@@ -74,10 +51,19 @@ struct KVService: Etcdserverpb_KV.SimpleServiceProtocol {
         } catch {
             return done { throw error }
         }
-        member.write(.txn(converted)) { result in
+        write(.txn(converted), done: done) { answer in
+            guard case .txn(let response) = answer else { return nil }
+            return Convert.txnResponse(response, member.headerContext())
+        }
+    }
+
+    /// Proposes `request` and hands `done` the response `convert` makes of the store's answer
+    /// (nil: an answer of the wrong kind, etcd's "unexpected response").
+    private func write<Response>(_ request: KVRequest, done: @escaping Done<Response>, convert: @escaping @Sendable (KVResponse) -> Response?) {
+        member.write(request) { result in
             done {
-                guard case .txn(let response) = try result.get() else { throw member.unexpected() }
-                return Convert.txnResponse(response, member.headerContext())
+                guard let response = convert(try result.get()) else { throw member.unexpected() }
+                return response
             }
         }
     }

@@ -110,7 +110,6 @@ public actor RaftRuntime: Service {
                     group.addTask {
                         for await _ in self.wakeups {
                             try Task.checkCancellation()
-                            await self.takeInbox()
                             try await self.processReady()
                         }
                     }
@@ -498,8 +497,9 @@ public actor RaftRuntime: Service {
     private func processReady() async throws {
         var rounds = 0
         while rounds < 1_000, let raft, let storage {
-            // Submissions that arrived during the last round share this one.
-            if rounds > 0 { takeInbox() }
+            // Submissions waiting in the inbox (also those that arrived during the last round)
+            // share this round's Ready.
+            takeInbox()
             guard raft.hasReady() else { break }
             rounds += 1
             let ready = raft.ready()

@@ -263,18 +263,11 @@ final class WireConnection: ChannelInboundHandler {
                 let connection = NIOLoopBound(self, eventLoop: eventLoop)
                 let mailbox = self.mailbox
                 start { respond in
-                    mailbox.run {
-                        let result: Result<[UInt8], RPCError>
-                        do {
-                            result = .success(try respond())
-                        } catch {
-                            result = .failure(WireRouter.status(of: error))
-                        }
-                        connection.value.complete(stream: stream, result)
-                    }
+                    mailbox.run { connection.value.complete(stream: stream, Result { try respond() }.mapError(WireRouter.status(of:))) }
                 }
             case .later(let work):
                 let connection = NIOLoopBound(self, eventLoop: eventLoop)
+                let mailbox = self.mailbox
                 call.task = Task {
                     let result: Result<[UInt8], RPCError>
                     do {
@@ -282,7 +275,7 @@ final class WireConnection: ChannelInboundHandler {
                     } catch {
                         result = .failure(WireRouter.status(of: error))
                     }
-                    connection.eventLoop.execute { connection.value.complete(stream: stream, result) }
+                    mailbox.run { connection.value.complete(stream: stream, result) }
                 }
             }
         case .streaming:
@@ -379,19 +372,21 @@ final class WireConnection: ChannelInboundHandler {
     }
 
     private func refuse(_ stream: HTTP2StreamID, _ error: RPCError, endStream: Bool) {
-        let call = Call(method: .unary { _ in .now(.failure(error)) }, reader: GRPCMessageReader(messageBytesMax: 1))
-        call.requestEnded = endStream
-        calls[stream] = call
-        fail(call, stream: stream, error)
+        fail(refusedCall(stream, endStream: endStream), stream: stream, error)
     }
 
     private func refuseHTTP(_ stream: HTTP2StreamID, status: String, endStream: Bool) {
         write(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: [":status": status], endStream: true))))
-        // Kept until the stream closes, so that the request's DATA is dropped and credited.
-        let call = Call(method: .unary { _ in .now(.failure(RPCError(code: .unknown, message: ""))) }, reader: GRPCMessageReader(messageBytesMax: 1))
+        refusedCall(stream, endStream: endStream).finished = true
+    }
+
+    /// A refused call, kept until its stream closes so that the rest of the request is dropped
+    /// and its window returned. Its method never runs.
+    private func refusedCall(_ stream: HTTP2StreamID, endStream: Bool) -> Call {
+        let call = Call(method: .unary { _ in .now(.failure(RPCError(code: .unknown, message: "refused"))) }, reader: GRPCMessageReader(messageBytesMax: 1))
         call.requestEnded = endStream
-        call.finished = true
         calls[stream] = call
+        return call
     }
 
     private func write(_ frame: HTTP2Frame) {

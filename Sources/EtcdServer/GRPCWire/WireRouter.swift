@@ -23,57 +23,48 @@ struct WireRouter: Sendable {
 
     func method(path: String) -> Method? { methods[path] }
 
-    /// A unary method. `inline` (on the event loop) answers when it can and returns nil to leave
-    /// the call to `body` (in a task).
+    /// A unary method answered from a task per call.
     mutating func unary<Request: Message, Response: Message>(
         _ descriptor: MethodDescriptor,
-        inline: (@Sendable (Request) throws -> Response?)? = nil,
         _ body: @escaping @Sendable (Request, ServerContext) async throws -> Response
     ) {
         let context = Self.context(descriptor)
-        methods["/" + descriptor.fullyQualifiedMethod] = .unary { bytes in
-            let request: Request
-            do {
-                request = try Self.decode(bytes)
-            } catch {
-                return .now(.failure(Self.status(of: error)))
-            }
-            if let inline {
-                do {
-                    if let response = try inline(request) { return .now(.success(try response.serializedBytes())) }
-                } catch {
-                    return .now(.failure(Self.status(of: error)))
-                }
-            }
-            return .later { try await body(request, context).serializedBytes() }
+        register(descriptor, inline: nil as (@Sendable (Request) throws -> Response?)?) { request in
+            .later { try await body(request, context).serializedBytes() }
         }
     }
 
     /// A unary method answered without a task: `start` begins the work and calls its `done`
     /// (from any thread) with a closure that makes the response, which the connection runs on
-    /// its event loop. `inline` as above.
+    /// its event loop. `inline` (on the event loop) answers when it can and returns nil to leave
+    /// the call to `start`.
     mutating func unary<Request: Message, Response: Message>(
         _ descriptor: MethodDescriptor,
         inline: (@Sendable (Request) throws -> Response?)? = nil,
         start: @escaping @Sendable (Request, @escaping @Sendable (@escaping @Sendable () throws -> Response) -> Void) -> Void
     ) {
+        register(descriptor, inline: inline) { request in
+            .started { done in
+                start(request) { respond in done { try respond().serializedBytes() } }
+            }
+        }
+    }
+
+    /// Decodes the request, tries `inline`, and otherwise answers as `otherwise` says.
+    private mutating func register<Request: Message, Response: Message>(
+        _ descriptor: MethodDescriptor,
+        inline: (@Sendable (Request) throws -> Response?)?,
+        otherwise: @escaping @Sendable (Request) -> WireAnswer
+    ) {
         methods["/" + descriptor.fullyQualifiedMethod] = .unary { bytes in
             let request: Request
             do {
                 request = try Self.decode(bytes)
+                if let inline, let response = try inline(request) { return .now(.success(try response.serializedBytes())) }
             } catch {
                 return .now(.failure(Self.status(of: error)))
             }
-            if let inline {
-                do {
-                    if let response = try inline(request) { return .now(.success(try response.serializedBytes())) }
-                } catch {
-                    return .now(.failure(Self.status(of: error)))
-                }
-            }
-            return .started { done in
-                start(request) { respond in done { try respond().serializedBytes() } }
-            }
+            return otherwise(request)
         }
     }
 

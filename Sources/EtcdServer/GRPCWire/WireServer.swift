@@ -8,15 +8,11 @@ import NIOPosix
 /// async sequence per call unless the call needs one). TLS, when given, goes first in each
 /// connection's pipeline.
 final class WireServer: Sendable {
-    let router: WireRouter
-    let limits: WireLimits
     private let listener: any Channel
     /// Open connections, closed on shutdown.
     private let connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>
 
-    private init(router: WireRouter, limits: WireLimits, listener: any Channel, connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>) {
-        self.router = router
-        self.limits = limits
+    private init(listener: any Channel, connections: NIOLockedValueBox<[ObjectIdentifier: any Channel]>) {
         self.listener = listener
         self.connections = connections
     }
@@ -44,7 +40,7 @@ final class WireServer: Sendable {
                 }
             }
             .bind(host: host, port: port).get()
-        return WireServer(router: router, limits: limits, listener: listener, connections: connections)
+        return WireServer(listener: listener, connections: connections)
     }
 
     var port: Int? { listener.localAddress?.port }
