@@ -13,9 +13,13 @@ import ServiceLifecycle
 /// proposals that arrived meanwhile share that fsync), then the messages that promise durability,
 /// then committed entries are applied and waiting callers answered, then `advance`.
 ///
-/// All Raft state lives in this actor, which never blocks on the disk: the fdatasync and the
-/// state machine's apply run on a thread of their own while the actor keeps stepping messages
-/// and taking proposals (which then share the next `Ready`'s fsync).
+/// The actor runs on an event loop thread of its own (its executor), which also carries the peer
+/// connections. Inputs from other threads (proposals, reads, peer messages) wait in a locked
+/// ``Inbox``; the first one in an empty inbox schedules one turn of the loop, which takes all that
+/// arrived meanwhile into the next `Ready`. A turn runs to the end without suspending: the
+/// fdatasync and the state machine's apply happen on this thread, as etcd's Raft loop does, so a
+/// request crosses no task or thread boundary between its connection and the disk. What arrives
+/// during an fsync waits in the inbox (or the peer sockets) and shares the next one.
 public actor RaftRuntime: Service {
     public nonisolated let id: NodeID
     /// Term, leader and role as of the last Ready, readable without entering the actor (whose
@@ -28,17 +32,19 @@ public actor RaftRuntime: Service {
         public var isLeader = false
     }
     public nonisolated let configuration: RuntimeConfiguration
+    /// The thread this actor runs on, and its peer connections' event loop.
+    nonisolated let loop: any EventLoop
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.executor.asUnownedSerialExecutor() }
+    /// Event loops for runtimes, one per runtime (shared round-robin when a process, such as a
+    /// test, runs several). Never shut down, like NIO's singletons.
+    static let loops = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     let logger: Logger
     let stateMachine: any StateMachine
-    let group: any EventLoopGroup
     let transport: PeerTransport
-    let transportEvents: AsyncStream<TransportEvent>
-    let wakeups: AsyncStream<Void>
-    let wakeupContinuation: AsyncStream<Void>.Continuation
-    /// Proposals and reads submitted from outside the actor, taken by the loop.
-    nonisolated let inbox = NIOLockedValueBox((submissions: [Submission](), closed: false))
-    /// Runs the fdatasyncs and the state machine's work, one job at a time, off the actor.
-    let disk = NIOThreadPool(numberOfThreads: 1)
+    nonisolated let inbox: Inbox
+    /// Errors that end the loop, for ``run()`` to throw.
+    let failures: AsyncStream<any Error>
+    let failureContinuation: AsyncStream<any Error>.Continuation
 
     var storage: DiskStorage?
     var raft: RaftNode<DiskStorage>?
@@ -46,7 +52,10 @@ public actor RaftRuntime: Service {
     /// Replicated peer addresses (carried in snapshots, updated by membership entries).
     var registry: [NodeID: PeerAddress] = [:]
     var stopped = false
+    /// Set when the loop failed (see ``fail(_:)``): no more turns.
+    var failed = false
     var started = false
+    var ticker: RepeatedTask?
     /// Request numbers start at a random point each time the process starts: entries a previous
     /// incarnation proposed may still be applied after a restart, and must never be taken for the
     /// answer to a new caller's request.
@@ -77,82 +86,78 @@ public actor RaftRuntime: Service {
     var readsAwaitingApply: [ReadState] = []
     var transfers: [(target: NodeID, continuation: CheckedContinuation<Void, any Error>, deadlineTick: UInt64)] = []
 
-    public init(configuration: RuntimeConfiguration, stateMachine: any StateMachine, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
+    public init(configuration: RuntimeConfiguration, stateMachine: any StateMachine, logger: Logger) {
         id = configuration.id
         self.configuration = configuration
         self.stateMachine = stateMachine
-        self.group = group
         self.logger = logger
-        let (events, eventContinuation) = AsyncStream<TransportEvent>.makeStream(bufferingPolicy: .bufferingOldest(configuration.inboundQueueMax))
-        transportEvents = events
-        transport = PeerTransport(id: configuration.id, group: group, limits: configuration.transport, security: configuration.peerSecurity, logger: logger) { event in
-            eventContinuation.yield(event)
+        let loop = Self.loops.next()
+        self.loop = loop
+        let inbox = Inbox(eventsMax: configuration.inboundQueueMax)
+        self.inbox = inbox
+        transport = PeerTransport(id: configuration.id, group: loop, limits: configuration.transport, security: configuration.peerSecurity, logger: logger) { event in
+            inbox.deliver(event)
         }
-        (wakeups, wakeupContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (failures, failureContinuation) = AsyncStream<any Error>.makeStream()
+        inbox.owner = self
     }
 
     // MARK: Service
 
-    /// Opens the log, starts listening and runs the loop until cancelled or shut down gracefully.
+    /// Opens the log, starts listening and serves until cancelled or shut down gracefully (or
+    /// until the loop fails, whose error it throws).
     public func run() async throws {
-        disk.start()
         try start()
         let port = try await transport.listen(host: configuration.listen.host, port: configuration.listen.port)
         logger.info("raft member started", metadata: ["id": "\(id)", "peer-port": "\(port)", "term": "\(raft?.term ?? 0)", "applied": "\(appliedIndex)"])
-        defer { wakeupContinuation.finish() }
+        let interval = TimeAmount.milliseconds(Int64(configuration.heartbeatIntervalMs))
+        ticker = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            self.assumeIsolated { runtime in
+                runtime.tick()
+                runtime.turn()
+            }
+        }
+        inbox.wake()
+        let failures = self.failures
         do {
             try await cancelWhenGracefulShutdown {
-                try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask { try await self.runTicker() }
-                    group.addTask {
-                        for await event in self.transportEvents { await self.handle(event) }
-                    }
-                    group.addTask {
-                        for await _ in self.wakeups {
-                            try Task.checkCancellation()
-                            try await self.processReady()
-                        }
-                    }
-                }
+                for await error in failures { throw error }
+                throw CancellationError()
             }
         } catch is CancellationError {
             // Graceful shutdown.
         } catch {
-            logger.error("raft member failed: \(error)")
             await shutdown()
             throw error
         }
         await shutdown()
     }
 
-    private func runTicker() async throws {
-        let interval = Duration.milliseconds(configuration.heartbeatIntervalMs)
-        var next = ContinuousClock.now + interval
-        while !Task.isCancelled {
-            try await Task.sleep(until: next, clock: .continuous)
-            next += interval
-            tick()
-        }
-    }
-
     private func shutdown() async {
         guard !stopped else { return }
         stopped = true
+        ticker?.cancel()
+        ticker = nil
         failAll(RuntimeError.stopped)
         await transport.shutdown()
-        try? await disk.shutdownGracefully()
         storage?.close()
         raft = nil
         storage = nil
     }
 
+    /// Ends the loop after an error it cannot go on from (the disk failed): ``run()`` throws it.
+    private func fail(_ error: any Error) {
+        guard !stopped, !failed else { return }
+        logger.error("raft member failed: \(error)")
+        failed = true
+        ticker?.cancel()
+        ticker = nil
+        failAll(error)
+        failureContinuation.yield(error)
+    }
+
     private func failAll(_ error: any Error) {
-        let submissions = inbox.withLockedValue { inbox in
-            defer { inbox.submissions = [] }
-            inbox.closed = true
-            return inbox.submissions
-        }
-        for submission in submissions { submission.fail(error) }
+        for submission in inbox.close() { submission.fail(error) }
         for waiter in proposals.values { waiter.complete(.failure(error)) }
         for waiter in membershipChanges.values { waiter.complete(.failure(error)) }
         for read in reads.values.joined() + readQueue { read.complete(.failure(error)) }
@@ -165,7 +170,6 @@ public actor RaftRuntime: Service {
         readsAwaitingApply = []
         transfers = []
     }
-
     // MARK: Start-up
 
     private func start() throws {
@@ -224,8 +228,9 @@ public actor RaftRuntime: Service {
 
     // MARK: Inputs
 
+    /// Schedules a turn of the loop for work made inside the actor (membership, transfers).
     private func signal() {
-        wakeupContinuation.yield()
+        inbox.wake()
     }
 
     private func tick() {
@@ -233,7 +238,6 @@ public actor RaftRuntime: Service {
         tickCount += 1
         raft.tick()
         expireRequests()
-        signal()
     }
 
     private func handle(_ event: TransportEvent) {
@@ -250,7 +254,6 @@ public actor RaftRuntime: Service {
         case .snapshotStatus(let node, let succeeded):
             raft.reportSnapshot(to: node, succeeded: succeeded)
         }
-        signal()
     }
 
     private var deadline: UInt64 {
@@ -258,7 +261,7 @@ public actor RaftRuntime: Service {
     }
 
     private func checkAccepting() throws {
-        guard !stopped, raft != nil else { throw RuntimeError.stopped }
+        guard !stopped, !failed, raft != nil else { throw RuntimeError.stopped }
         let pending = proposals.count + membershipChanges.count + reads.count + readQueue.count + transfers.count
         if pending >= configuration.pendingRequestsMax {
             throw RuntimeError.overloaded(reason: "\(pending) requests pending (limit \(configuration.pendingRequestsMax))")
@@ -267,63 +270,53 @@ public actor RaftRuntime: Service {
 
     /// Replicates `data` and returns once it is applied on this node (forwarded to the leader
     /// when this node follows).
-    public func propose(_ data: [UInt8]) async throws -> AppliedResult {
+    public nonisolated func propose(_ data: [UInt8]) async throws -> AppliedResult {
         try await withCheckedThrowingContinuation { continuation in
-            enqueueProposal(data) { continuation.resume(with: $0) }
+            submitProposal(data) { continuation.resume(with: $0) }
         }
     }
 
     /// Returns once this node's state machine has applied everything committed before the call
     /// began (ReadIndex, thesis 6.4): a read served after it is linearizable.
-    public func readBarrier() async throws {
+    public nonisolated func readBarrier() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            enqueueRead { continuation.resume(with: $0) }
+            submitRead { continuation.resume(with: $0) }
         }
     }
 
-    /// ``propose(_:)`` from any thread without a task: `completion` runs once, on the actor,
-    /// with the result. Submissions wait in a locked inbox that the loop takes whole at its
+    /// ``propose(_:)`` from any thread without a task: `completion` runs once, on the runtime's
+    /// thread, with the result. Submissions wait in the inbox that the loop takes whole at its
     /// next turn (one wake-up for all that arrived meanwhile).
     public nonisolated func submitProposal(_ data: [UInt8], completion: @escaping @Sendable (Result<AppliedResult, any Error>) -> Void) {
-        submit(.proposal(data, completion))
+        inbox.submit(.proposal(data, completion))
     }
 
     /// ``readBarrier()`` from any thread without a task, as ``submitProposal(_:completion:)``.
     public nonisolated func submitRead(completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        submit(.read(completion))
+        inbox.submit(.read(completion))
     }
 
-    enum Submission: Sendable {
-        case proposal([UInt8], @Sendable (Result<AppliedResult, any Error>) -> Void)
-        case read(@Sendable (Result<Void, any Error>) -> Void)
-
-        func fail(_ error: any Error) {
-            switch self {
-            case .proposal(_, let complete): complete(.failure(error))
-            case .read(let complete): complete(.failure(error))
-            }
+    /// Runs one turn of the loop on the runtime's thread (scheduled by the inbox).
+    nonisolated func scheduleTurn() {
+        loop.execute {
+            self.assumeIsolated { $0.turn() }
         }
     }
 
-    private nonisolated func submit(_ submission: Submission) {
-        let wake = inbox.withLockedValue { inbox -> Bool? in
-            guard !inbox.closed else { return nil }
-            inbox.submissions.append(submission)
-            return inbox.submissions.count == 1
-        }
-        switch wake {
-        case nil: submission.fail(RuntimeError.stopped)
-        case true?: wakeupContinuation.yield()
-        case false?: break
+    /// Takes the inbox and handles every `Ready` that follows, to the end.
+    func turn() {
+        guard !stopped, !failed else { return }
+        do {
+            try processReady()
+        } catch {
+            fail(error)
         }
     }
 
-    /// Takes every submission waiting in the inbox.
+    /// Takes every submission and peer event waiting in the inbox.
     private func takeInbox() {
-        let submissions = inbox.withLockedValue { inbox in
-            defer { inbox.submissions = [] }
-            return inbox.submissions
-        }
+        let (submissions, events) = inbox.take()
+        for event in events { handle(event) }
         for submission in submissions {
             switch submission {
             case .proposal(let data, let complete): enqueueProposal(data, complete: complete)
@@ -331,7 +324,6 @@ public actor RaftRuntime: Service {
             }
         }
     }
-
     private func enqueueProposal(_ data: [UInt8], complete: @escaping @Sendable (Result<AppliedResult, any Error>) -> Void) {
         let outcome: ProposalOutcome
         let request = nextRequest
@@ -347,7 +339,6 @@ public actor RaftRuntime: Service {
         } catch {
             return complete(.failure(error))
         }
-        signal()
         var waiter = Waiter(complete: complete, deadlineTick: deadline)
         if case .appended(let index, let term) = outcome {
             waiter.index = index
@@ -382,7 +373,6 @@ public actor RaftRuntime: Service {
         reads[request] = readQueue
         readQueue = []
         readRound = (request, tickCount)
-        signal()
     }
 
     /// Adds `node` (reachable at `address`) as a learner. Leader only.
@@ -491,17 +481,19 @@ public actor RaftRuntime: Service {
 
     // MARK: The loop
 
-    /// Committed commands applied on the actor itself when nothing needs syncing.
-    static let inlineApplyCommandsMax = 4
-
-    private func processReady() async throws {
+    private func processReady() throws {
         var rounds = 0
-        while rounds < 1_000, let raft, let storage {
-            // Submissions waiting in the inbox (also those that arrived during the last round)
-            // share this round's Ready.
+        while let raft, let storage {
+            // Inputs waiting in the inbox (also those that arrived during the last round) share
+            // this round's Ready.
             takeInbox()
             guard raft.hasReady() else { break }
             rounds += 1
+            if rounds > 1_000 {
+                // Let the loop's other work (peer sockets, timers) run; the next turn goes on.
+                signal()
+                break
+            }
             let ready = raft.ready()
             if ready.hardState != nil || ready.softState != nil {
                 let now = Observed(term: raft.term, leader: raft.leader, isLeader: raft.role == .leader)
@@ -510,48 +502,27 @@ public actor RaftRuntime: Service {
             // The leader's appends go out while it writes to its own disk (thesis 10.2.1).
             send(ready.messages)
             if let snapshot = ready.snapshot { try storage.applySnapshot(snapshot) }
-            // Written here, synced on the disk thread: until `advance`, nothing else writes the
-            // log, while the actor goes on stepping messages and queueing proposals.
-            try storage.save(hardState: ready.hardState, entries: ready.entries, sync: false)
-            let pendingSync = ready.mustSync ? storage.takeUnsynced() : nil
+            try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
             for entry in ready.entries where entry.kind == .membershipChange {
                 if let change = MembershipChange.decode(entry.data) { learnAddress(change) }
             }
-            var restoring: (index: UInt64, registry: [NodeID: PeerAddress], data: [UInt8])?
             if let snapshot = ready.snapshot {
                 let (snapshotRegistry, content) = try RuntimeSnapshot.decode(snapshot.data)
                 guard case .data(let data) = content else {
                     throw RuntimeError.rejected("received a snapshot at \(snapshot.metadata.index) without its state machine data")
                 }
-                restoring = (snapshot.metadata.index, snapshotRegistry, data)
+                try stateMachine.restore(data, index: snapshot.metadata.index)
+                restored(index: snapshot.metadata.index, registry: snapshotRegistry)
             }
             let commands = commands(in: ready.committedEntries)
-            let stateMachine = self.stateMachine
-            let restoreJob = restoring.map { ($0.index, $0.data) }
-            // A Ready with nothing to sync, restore or apply (heartbeats, votes, read states)
-            // stays on the actor: two thread hops would only add latency.
-            // So does a small apply with nothing to sync (a commit the followers just
-            // acknowledged, a follower learning the commit index): the apply is shorter than the
-            // two hops to the disk thread and back. Larger batches go there, so that the actor
-            // keeps stepping messages meanwhile.
-            let responses: [[UInt8]]
-            if pendingSync == nil && restoreJob == nil && commands.count <= Self.inlineApplyCommandsMax {
-                responses = commands.isEmpty ? [] : try stateMachine.apply(commands.map(\.command))
-            } else {
-                responses = try await disk.runIfActive { () throws -> [[UInt8]] in
-                    try pendingSync?.run()
-                    if let (index, data) = restoreJob { try stateMachine.restore(data, index: index) }
-                    return commands.isEmpty ? [] : try stateMachine.apply(commands.map(\.command))
-                }
-            }
+            let responses = commands.isEmpty ? [] : try stateMachine.apply(commands.map(\.command))
             transport.send(ready.messagesAfterPersist)
-            if let restoring { restored(index: restoring.index, registry: restoring.registry) }
             applied(ready.committedEntries, commands: commands, responses: responses)
             readsAwaitingApply += ready.readStates
             answerReads()
             if let soft = ready.softState { leadershipChanged(soft) }
             raft.advance(ready)
-            try await maybeSnapshot()
+            try maybeSnapshot()
         }
     }
 
@@ -583,7 +554,7 @@ public actor RaftRuntime: Service {
                     transport.send([filled])
                 } catch {
                     logger.warning("cannot make snapshot data", metadata: ["to": "\(message.to)", "error": "\(error)"])
-                    await self.handle(.snapshotStatus(message.to, succeeded: false))
+                    self.inbox.deliver(.snapshotStatus(message.to, succeeded: false))
                 }
             }
         }
@@ -701,16 +672,15 @@ public actor RaftRuntime: Service {
     /// Takes a snapshot every `snapshotIntervalEntries` applied entries and compacts the log
     /// behind it. A state machine with its own durable storage is synced, not copied: the
     /// snapshot records only that it holds the state (and the peers' addresses).
-    private func maybeSnapshot() async throws {
+    private func maybeSnapshot() throws {
         guard let raft, let storage else { return }
         let snapshotIndex = try storage.snapshot().metadata.index
         let index = appliedIndex
         guard index >= snapshotIndex + configuration.snapshotIntervalEntries,
               let membership = raft.membership(at: index)
         else { return }
-        let stateMachine = self.stateMachine
         let content: RuntimeSnapshot.Content
-        if let durable = try await disk.runIfActive({ try stateMachine.persist() }) {
+        if let durable = try stateMachine.persist() {
             content = .heldByStateMachine(durableIndex: durable)
         } else {
             content = .data(try stateMachine.snapshot())

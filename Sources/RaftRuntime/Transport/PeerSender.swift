@@ -44,8 +44,14 @@ final class PeerSender: @unchecked Sendable {
         eventLoop.execute { self.connect() }
     }
 
+    /// Queues `messages` and writes what the connection can take. On the sender's own loop (the
+    /// Raft runtime's thread) this happens at once, before the caller goes on to its fsync.
     func enqueue(_ messages: [Message]) {
-        eventLoop.execute { self.enqueueOnLoop(messages) }
+        if eventLoop.inEventLoop {
+            enqueueOnLoop(messages)
+        } else {
+            eventLoop.execute { self.enqueueOnLoop(messages) }
+        }
     }
 
     func queuedBytes() async -> Int {
