@@ -1,4 +1,5 @@
 import ClusterHarness
+import EtcdAPI
 import Foundation
 import NIOCore
 import Testing
@@ -128,5 +129,59 @@ struct GRPCWireCurlTests {
         expectHeader(try Self.curl(range, grpc, body: Self.prefixed(request)), "HTTP/2 200", "content-type: application/grpc", "grpc-status: 0")
         let (status, output, _) = try cluster.etcdctl(["put", "after", "refusals"])
         #expect(status == 0 && output.contains("OK"), "\(output)")
+    }
+
+    @Test("The bench's lean client (WireClient): puts through every member, reads them back, and gets each refusal's status")
+    func leanClient() async throws {
+        let cluster = try StoreCluster(name: "wireclient")
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try cluster.waitUntilServing()
+        var clients: [WireClient] = []
+        for member in 1...3 { clients.append(try await WireClient.connect(host: "127.0.0.1", port: cluster.clientPort(member))) }
+        // Concurrent puts on each connection (followers forward theirs to the leader).
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, client) in clients.enumerated() {
+                for number in 0..<20 {
+                    group.addTask {
+                        var put = Etcdserverpb_PutRequest()
+                        put.key = Data("wire/\(index)/\(number)".utf8)
+                        put.value = Data("v\(number)".utf8)
+                        let response: Etcdserverpb_PutResponse = try await client.unary("/etcdserverpb.KV/Put", put)
+                        #expect(response.header.revision > 1)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        var range = Etcdserverpb_RangeRequest()
+        range.key = Data("wire/".utf8)
+        range.rangeEnd = Data("wire0".utf8)
+        range.countOnly = true
+        let counted: Etcdserverpb_RangeResponse = try await clients[2].unary("/etcdserverpb.KV/Range", range)
+        #expect(counted.count == 60)
+        range.key = Data("wire/1/7".utf8)
+        range.rangeEnd = Data()
+        range.countOnly = false
+        let one: Etcdserverpb_RangeResponse = try await clients[0].unary("/etcdserverpb.KV/Range", range)
+        #expect(one.kvs.map { String(decoding: $0.value, as: UTF8.self) } == ["v7"])
+        // Refusals come back as the call's gRPC status; the connection goes on.
+        await #expect(throws: WireCallError(code: 3, message: "etcdserver: key is not provided")) {
+            let _: Etcdserverpb_PutResponse = try await clients[0].unary("/etcdserverpb.KV/Put", Etcdserverpb_PutRequest())
+        }
+        await #expect(throws: WireCallError(code: 12, message: "unknown method /etcdserverpb.KV/Nope")) {
+            let _: Etcdserverpb_PutResponse = try await clients[0].unary("/etcdserverpb.KV/Nope", Etcdserverpb_PutRequest())
+        }
+        let again: Etcdserverpb_RangeResponse = try await clients[0].unary("/etcdserverpb.KV/Range", range)
+        #expect(again.kvs.count == 1)
+        // A closed connection fails calls as unavailable.
+        await clients[1].close()
+        do {
+            let _: Etcdserverpb_RangeResponse = try await clients[1].unary("/etcdserverpb.KV/Range", range)
+            Issue.record("a call on a closed connection succeeded")
+        } catch let error as WireCallError {
+            #expect(error.code == 14)
+        }
+        for client in clients { await client.close() }
     }
 }
