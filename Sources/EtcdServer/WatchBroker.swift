@@ -15,6 +15,11 @@ public final class WatchBroker: @unchecked Sendable {
     private var watchersOf: [Int: [Int64]] = [:]
     private var wakeups: [Int: AsyncStream<Void>.Continuation] = [:]
     private var cancellations: [Int: [(id: Int64, reason: WatchHub.CancelReason)]] = [:]
+    /// Watchers registered whose `created` answer has not been written yet: nothing of theirs
+    /// (history, events, a cancellation) is drained before it, or a client would see a
+    /// cancellation for a watch it does not know and then wait on it forever (etcd's clients
+    /// drop answers for unknown watch IDs).
+    private var announcing: Set<Int64> = []
     private var nextStream = 1
     /// The revision of the last batch handed to the hub: every event at or below it is either
     /// delivered or buffered in the hub.
@@ -41,7 +46,9 @@ public final class WatchBroker: @unchecked Sendable {
             for id in watchersOf.removeValue(forKey: stream) ?? [] {
                 hub.cancel(id)
                 owners[id] = nil
+                announcing.remove(id)
             }
+            for cancelled in cancellations[stream] ?? [] { announcing.remove(cancelled.id) }
             _ = hub.takeCancellations()
             cancellations[stream] = nil
             return wakeups.removeValue(forKey: stream)
@@ -50,13 +57,15 @@ public final class WatchBroker: @unchecked Sendable {
     }
 
     /// Registers a watcher for `stream` and feeds it history up to the store's revision. Call with
-    /// the store (under the state machine's lock). Nil when too many watchers exist.
+    /// the store (under the state machine's lock). Nil when too many watchers exist. Nothing of
+    /// the watcher is drained until ``announced(_:stream:)``.
     func register(_ registration: WatchHub.Registration, stream: Int, store: KVStore) throws -> Int64? {
         try lock.withLock {
             guard let id = hub.register(registration, currentRevision: store.currentRevision, compactRevision: store.compactRevision) else {
                 return nil
             }
             owners[id] = stream
+            announcing.insert(id)
             watchersOf[stream, default: []].append(id)
             if let ids = watchersOf[stream], ids.count > 1, ids[ids.count - 2] > id { watchersOf[stream]!.sort() }
             try hub.catchUp(from: store)
@@ -65,7 +74,15 @@ public final class WatchBroker: @unchecked Sendable {
         }
     }
 
-    /// Wakes `stream` (after its `created` answer went out, so that events never precede it).
+    /// The `created` answer of watcher `id` is written: what it has may be drained now.
+    func announced(_ id: Int64, stream: Int) {
+        let continuation = lock.withLock {
+            announcing.remove(id)
+            return wakeups[stream]
+        }
+        continuation?.yield()
+    }
+
     func wake(_ stream: Int) {
         let continuation = lock.withLock { wakeups[stream] }
         continuation?.yield()
@@ -103,12 +120,17 @@ public final class WatchBroker: @unchecked Sendable {
         lock.withLock {
             var events: [(Int64, [WatchEvent])] = []
             var catchingUp = false
-            for id in watchersOf[stream] ?? [] {
+            for id in watchersOf[stream] ?? [] where !announcing.contains(id) {
                 let taken = hub.take(id)
                 if !taken.isEmpty { events.append((id, taken)) }
                 if hub.isCatchingUp(id) { catchingUp = true }
             }
-            let cancelled = cancellations.removeValue(forKey: stream) ?? []
+            var cancelled: [(id: Int64, reason: WatchHub.CancelReason)] = []
+            if let all = cancellations.removeValue(forKey: stream) {
+                let waiting = all.filter { announcing.contains($0.id) }
+                cancelled = all.filter { !announcing.contains($0.id) }
+                if !waiting.isEmpty { cancellations[stream] = waiting }
+            }
             return (events, cancelled, catchingUp)
         }
     }
@@ -122,7 +144,7 @@ public final class WatchBroker: @unchecked Sendable {
             var ready: [Int64] = []
             var allReady = true
             for id in watchersOf[stream] ?? [] {
-                let synced = !hub.isCatchingUp(id) && !hub.hasBuffered(id)
+                let synced = !announcing.contains(id) && !hub.isCatchingUp(id) && !hub.hasBuffered(id)
                 if !synced { allReady = false }
                 if synced, ids?.contains(id) ?? true { ready.append(id) }
             }

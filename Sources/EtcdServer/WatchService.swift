@@ -99,7 +99,7 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
                 answer.cancelReason = "etcdserver: too many watchers"
             }
             try await writer.write(answer)
-            member.watches.wake(stream)
+            if let id { member.watches.announced(id, stream: stream) }
         case .cancelRequest(let cancel):
             member.watches.cancel(cancel.watchID)
             progress.unwatch(cancel.watchID)
