@@ -56,6 +56,12 @@ public actor RaftRuntime: Service {
     var failed = false
     var started = false
     var ticker: RepeatedTask?
+    /// Runs the state machine's work (apply, restore, persist) in log order off the loop, so that
+    /// a round's fsync overlaps the apply of what earlier rounds committed (etcd's apply loop).
+    let applier = NIOThreadPool(numberOfThreads: 1)
+    /// Jobs queued on `applier` and not yet answered (apply batches and snapshot syncs).
+    var applyJobsInFlight = 0
+    var snapshotInFlight = false
     /// Request numbers start at a random point each time the process starts: entries a previous
     /// incarnation proposed may still be applied after a restart, and must never be taken for the
     /// answer to a new caller's request.
@@ -107,6 +113,7 @@ public actor RaftRuntime: Service {
     /// Opens the log, starts listening and serves until cancelled or shut down gracefully (or
     /// until the loop fails, whose error it throws).
     public func run() async throws {
+        applier.start()
         try start()
         let port = try await transport.listen(host: configuration.listen.host, port: configuration.listen.port)
         logger.info("raft member started", metadata: ["id": "\(id)", "peer-port": "\(port)", "term": "\(raft?.term ?? 0)", "applied": "\(appliedIndex)"])
@@ -140,6 +147,8 @@ public actor RaftRuntime: Service {
         ticker = nil
         failAll(RuntimeError.stopped)
         await transport.shutdown()
+        // Lets a job in flight finish before the log closes (queued ones are dropped).
+        try? await applier.shutdownGracefully()
         storage?.close()
         raft = nil
         storage = nil
@@ -481,13 +490,27 @@ public actor RaftRuntime: Service {
 
     // MARK: The loop
 
+    /// Apply jobs queued before the loop stops taking new `Ready`s (bounds what a follower with a
+    /// slow state machine holds in memory).
+    static let applyJobsMax = 4
+    /// Committed commands applied on the loop itself when no job is queued: shorter than two
+    /// thread hops on the path of every sequential write.
+    static let inlineApplyCommandsMax = 4
+
+    /// What one `Ready` gives the state machine: a snapshot to restore, then committed entries.
+    struct ApplyJob: Sendable {
+        var entries: [Entry]
+        var commands: [PendingCommand]
+        var restore: (index: UInt64, registry: [NodeID: PeerAddress], data: [UInt8])?
+    }
+
     private func processReady() throws {
         var rounds = 0
         while let raft, let storage {
             // Inputs waiting in the inbox (also those that arrived during the last round) share
             // this round's Ready.
             takeInbox()
-            guard raft.hasReady() else { break }
+            guard applyJobsInFlight < Self.applyJobsMax, raft.hasReady() else { break }
             rounds += 1
             if rounds > 1_000 {
                 // Let the loop's other work (peer sockets, timers) run; the next turn goes on.
@@ -506,23 +529,52 @@ public actor RaftRuntime: Service {
             for entry in ready.entries where entry.kind == .membershipChange {
                 if let change = MembershipChange.decode(entry.data) { learnAddress(change) }
             }
+            var job = ApplyJob(entries: ready.committedEntries, commands: commands(in: ready.committedEntries))
             if let snapshot = ready.snapshot {
                 let (snapshotRegistry, content) = try RuntimeSnapshot.decode(snapshot.data)
                 guard case .data(let data) = content else {
                     throw RuntimeError.rejected("received a snapshot at \(snapshot.metadata.index) without its state machine data")
                 }
-                try stateMachine.restore(data, index: snapshot.metadata.index)
-                restored(index: snapshot.metadata.index, registry: snapshotRegistry)
+                job.restore = (snapshot.metadata.index, snapshotRegistry, data)
             }
-            let commands = commands(in: ready.committedEntries)
-            let responses = commands.isEmpty ? [] : try stateMachine.apply(commands.map(\.command))
             transport.send(ready.messagesAfterPersist)
-            applied(ready.committedEntries, commands: commands, responses: responses)
+            if applyJobsInFlight == 0 && job.restore == nil && job.commands.count <= Self.inlineApplyCommandsMax {
+                let responses = job.commands.isEmpty ? [] : try stateMachine.apply(job.commands.map(\.command))
+                applied(job.entries, commands: job.commands, responses: responses)
+            } else if !job.entries.isEmpty || job.restore != nil {
+                startApply(job)
+            }
             readsAwaitingApply += ready.readStates
             answerReads()
             if let soft = ready.softState { leadershipChanged(soft) }
             raft.advance(ready)
             try maybeSnapshot()
+        }
+    }
+
+    /// Queues `job` on the apply thread; its outcome comes back to the loop in log order.
+    private func startApply(_ job: ApplyJob) {
+        applyJobsInFlight += 1
+        let stateMachine = self.stateMachine
+        applier.runIfActive(eventLoop: loop) { () throws -> [[UInt8]] in
+            if let restore = job.restore { try stateMachine.restore(restore.data, index: restore.index) }
+            return job.commands.isEmpty ? [] : try stateMachine.apply(job.commands.map(\.command))
+        }.whenComplete { result in
+            self.assumeIsolated { $0.finishApply(job, result) }
+        }
+    }
+
+    private func finishApply(_ job: ApplyJob, _ result: Result<[[UInt8]], any Error>) {
+        applyJobsInFlight -= 1
+        guard !stopped, !failed else { return }
+        switch result {
+        case .failure(let error):
+            fail(error)
+        case .success(let responses):
+            if let restore = job.restore { restored(index: restore.index, registry: restore.registry) }
+            applied(job.entries, commands: job.commands, responses: responses)
+            answerReads()
+            turn()
         }
     }
 
@@ -671,26 +723,43 @@ public actor RaftRuntime: Service {
 
     /// Takes a snapshot every `snapshotIntervalEntries` applied entries and compacts the log
     /// behind it. A state machine with its own durable storage is synced, not copied: the
-    /// snapshot records only that it holds the state (and the peers' addresses).
+    /// snapshot records only that it holds the state (and the peers' addresses). The sync runs
+    /// on the apply thread when no apply is queued (so the state is exactly `appliedIndex`), and
+    /// counts as a queued job meanwhile (nothing is applied on the loop during it).
     private func maybeSnapshot() throws {
-        guard let raft, let storage else { return }
+        guard !snapshotInFlight, applyJobsInFlight == 0, let raft, let storage else { return }
         let snapshotIndex = try storage.snapshot().metadata.index
         let index = appliedIndex
         guard index >= snapshotIndex + configuration.snapshotIntervalEntries,
               let membership = raft.membership(at: index)
         else { return }
-        let content: RuntimeSnapshot.Content
-        if let durable = try stateMachine.persist() {
-            content = .heldByStateMachine(durableIndex: durable)
-        } else {
-            content = .data(try stateMachine.snapshot())
+        snapshotInFlight = true
+        applyJobsInFlight += 1
+        let stateMachine = self.stateMachine
+        applier.runIfActive(eventLoop: loop) { () throws -> RuntimeSnapshot.Content in
+            if let durable = try stateMachine.persist() { return .heldByStateMachine(durableIndex: durable) }
+            return .data(try stateMachine.snapshot())
+        }.whenComplete { result in
+            self.assumeIsolated { $0.finishSnapshot(index: index, membership: membership, result) }
         }
-        try storage.createSnapshot(index: index, membership: membership, data: RuntimeSnapshot.encode(registry: registry, content: content))
-        if index > configuration.compactionMarginEntries {
-            let compactTo = index - configuration.compactionMarginEntries
-            if compactTo >= storage.firstIndex() { try storage.compact(upTo: compactTo) }
+    }
+
+    private func finishSnapshot(index: UInt64, membership: Membership, _ result: Result<RuntimeSnapshot.Content, any Error>) {
+        applyJobsInFlight -= 1
+        snapshotInFlight = false
+        guard !stopped, !failed, let storage else { return }
+        do {
+            try storage.createSnapshot(index: index, membership: membership, data: RuntimeSnapshot.encode(registry: registry, content: result.get()))
+            if index > configuration.compactionMarginEntries {
+                let compactTo = index - configuration.compactionMarginEntries
+                if compactTo >= storage.firstIndex() { try storage.compact(upTo: compactTo) }
+            }
+            logger.debug("snapshot", metadata: ["index": "\(index)"])
+        } catch {
+            fail(error)
+            return
         }
-        logger.debug("snapshot", metadata: ["index": "\(index)"])
+        turn()
     }
 }
 
