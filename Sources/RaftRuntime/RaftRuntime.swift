@@ -17,9 +17,10 @@ import ServiceLifecycle
 /// connections. Inputs from other threads (proposals, reads, peer messages) wait in a locked
 /// ``Inbox``; the first one in an empty inbox schedules one turn of the loop, which takes all that
 /// arrived meanwhile into the next `Ready`. A turn runs to the end without suspending: the
-/// fdatasync and the state machine's apply happen on this thread, as etcd's Raft loop does, so a
-/// request crosses no task or thread boundary between its connection and the disk. What arrives
-/// during an fsync waits in the inbox (or the peer sockets) and shares the next one.
+/// fdatasync happens on this thread, as etcd's Raft loop does, so a request crosses no task or
+/// thread boundary between its connection and the disk; what arrives during an fsync waits in the
+/// inbox (or the peer sockets) and shares the next one. Committed entries are applied on an apply
+/// thread, in log order, while the loop goes on (small batches with nothing queued, inline).
 public actor RaftRuntime: Service {
     public nonisolated let id: NodeID
     /// Term, leader and role as of the last Ready, readable without entering the actor (whose
