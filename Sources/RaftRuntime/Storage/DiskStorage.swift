@@ -321,13 +321,6 @@ public final class DiskStorage: LogStorage {
         if let newHardState { hardState = newHardState }
     }
 
-    /// The fdatasync owed by `save(..., sync: false)`, to run off the caller's thread before
-    /// anything that promises durability (see ``PendingSync``); nil when nothing is unsynced.
-    /// The storage must not be written again until it has run.
-    public func takeUnsynced() -> PendingSync? {
-        failure == nil ? wal.takeUnsynced() : nil
-    }
-
     /// Stores a snapshot received from the leader and resets the log to start after it: the
     /// snapshot file is written atomically, then a new WAL segment records the reset, then older
     /// segments and snapshot files are removed. A snapshot not newer than the current one is

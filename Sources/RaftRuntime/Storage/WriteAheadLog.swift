@@ -261,15 +261,6 @@ final class WriteAheadLog {
         }
     }
 
-    /// Hands over the duty to fdatasync what was appended without `sync`: the returned handle
-    /// syncs the active segment from any thread. The caller must finish with it before the next
-    /// append, roll or close (the log's owner runs them one at a time). Nil when all is synced.
-    func takeUnsynced() -> PendingSync? {
-        guard let active, unsyncedBytes > 0 else { return nil }
-        unsyncedBytes = 0
-        return PendingSync(descriptor: active.descriptor, path: active.path)
-    }
-
     private func flush(_ buffer: inout [UInt8], to file: POSIXFile, checksum: UInt32) throws(DiskStorageError) {
         guard !buffer.isEmpty else { return }
         try file.write(buffer, at: writeOffset)
@@ -339,18 +330,4 @@ final class WriteAheadLog {
 func hex16(_ value: UInt64) -> String {
     let digits = String(value, radix: 16)
     return String(repeating: "0", count: 16 - digits.count) + digits
-}
-
-/// An fdatasync owed on a WAL segment (see ``WriteAheadLog/takeUnsynced()``), runnable off the
-/// thread that wrote: the descriptor stays open until the owner's next write, which waits for it.
-public struct PendingSync: Sendable {
-    let descriptor: Int32
-    let path: String
-
-    public func run() throws(DiskStorageError) {
-        while fdatasync(descriptor) != 0 {
-            if errno == EINTR { continue }
-            throw .system(operation: "fdatasync", path: path, errorNumber: errno)
-        }
-    }
 }
