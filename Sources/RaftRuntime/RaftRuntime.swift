@@ -62,7 +62,6 @@ public actor RaftRuntime: Service {
     let applier = NIOThreadPool(numberOfThreads: 1)
     /// Jobs queued on `applier` and not yet answered (apply batches and snapshot syncs).
     var applyJobsInFlight = 0
-    var snapshotInFlight = false
     /// Request numbers start at a random point each time the process starts: entries a previous
     /// incarnation proposed may still be applied after a restart, and must never be taken for the
     /// answer to a new caller's request.
@@ -334,6 +333,7 @@ public actor RaftRuntime: Service {
             }
         }
     }
+
     private func enqueueProposal(_ data: [UInt8], complete: @escaping @Sendable (Result<AppliedResult, any Error>) -> Void) {
         let outcome: ProposalOutcome
         let request = nextRequest
@@ -553,20 +553,29 @@ public actor RaftRuntime: Service {
         }
     }
 
-    /// Queues `job` on the apply thread; its outcome comes back to the loop in log order.
-    private func startApply(_ job: ApplyJob) {
+    /// Runs `work` on the apply thread after every job queued before it, counted in
+    /// `applyJobsInFlight` until `then` gets its result back on the loop.
+    private func queueOnApplier<T: Sendable>(_ work: @escaping @Sendable () throws -> T,
+                                             then: @escaping @Sendable (isolated RaftRuntime, Result<T, any Error>) -> Void) {
         applyJobsInFlight += 1
-        let stateMachine = self.stateMachine
-        applier.runIfActive(eventLoop: loop) { () throws -> [[UInt8]] in
-            if let restore = job.restore { try stateMachine.restore(restore.data, index: restore.index) }
-            return job.commands.isEmpty ? [] : try stateMachine.apply(job.commands.map(\.command))
-        }.whenComplete { result in
-            self.assumeIsolated { $0.finishApply(job, result) }
+        applier.runIfActive(eventLoop: loop, work).whenComplete { result in
+            self.assumeIsolated { runtime in
+                runtime.applyJobsInFlight -= 1
+                then(runtime, result)
+            }
         }
     }
 
+    /// Queues `job` on the apply thread; its outcome comes back to the loop in log order.
+    private func startApply(_ job: ApplyJob) {
+        let stateMachine = self.stateMachine
+        queueOnApplier({ () throws -> [[UInt8]] in
+            if let restore = job.restore { try stateMachine.restore(restore.data, index: restore.index) }
+            return job.commands.isEmpty ? [] : try stateMachine.apply(job.commands.map(\.command))
+        }, then: { runtime, result in runtime.finishApply(job, result) })
+    }
+
     private func finishApply(_ job: ApplyJob, _ result: Result<[[UInt8]], any Error>) {
-        applyJobsInFlight -= 1
         guard !stopped, !failed else { return }
         switch result {
         case .failure(let error):
@@ -726,28 +735,23 @@ public actor RaftRuntime: Service {
     /// behind it. A state machine with its own durable storage is synced, not copied: the
     /// snapshot records only that it holds the state (and the peers' addresses). The sync runs
     /// on the apply thread when no apply is queued (so the state is exactly `appliedIndex`), and
-    /// counts as a queued job meanwhile (nothing is applied on the loop during it).
+    /// counts as a queued job meanwhile (nothing is applied on the loop, and no other snapshot
+    /// starts, during it).
     private func maybeSnapshot() throws {
-        guard !snapshotInFlight, applyJobsInFlight == 0, let raft, let storage else { return }
+        guard applyJobsInFlight == 0, let raft, let storage else { return }
         let snapshotIndex = try storage.snapshot().metadata.index
         let index = appliedIndex
         guard index >= snapshotIndex + configuration.snapshotIntervalEntries,
               let membership = raft.membership(at: index)
         else { return }
-        snapshotInFlight = true
-        applyJobsInFlight += 1
         let stateMachine = self.stateMachine
-        applier.runIfActive(eventLoop: loop) { () throws -> RuntimeSnapshot.Content in
+        queueOnApplier({ () throws -> RuntimeSnapshot.Content in
             if let durable = try stateMachine.persist() { return .heldByStateMachine(durableIndex: durable) }
             return .data(try stateMachine.snapshot())
-        }.whenComplete { result in
-            self.assumeIsolated { $0.finishSnapshot(index: index, membership: membership, result) }
-        }
+        }, then: { runtime, result in runtime.finishSnapshot(index: index, membership: membership, result) })
     }
 
     private func finishSnapshot(index: UInt64, membership: Membership, _ result: Result<RuntimeSnapshot.Content, any Error>) {
-        applyJobsInFlight -= 1
-        snapshotInFlight = false
         guard !stopped, !failed, let storage else { return }
         do {
             try storage.createSnapshot(index: index, membership: membership, data: RuntimeSnapshot.encode(registry: registry, content: result.get()))
