@@ -92,6 +92,14 @@ public final class StoreCluster: @unchecked Sendable {
         public let description: String
     }
 
+    /// The process id of a running member (to read its memory from /proc).
+    public func processIdentifier(_ member: Int) -> Int32? {
+        processes[member].flatMap { $0.isRunning ? $0.processIdentifier : nil }
+    }
+
+    /// Whether member `member`'s process is running.
+    public func isRunning(_ member: Int) -> Bool { processes[member]?.isRunning ?? false }
+
     public func kill(_ member: Int) {
         guard let process = processes.removeValue(forKey: member) else { return }
         Foundation.kill(process.processIdentifier, SIGKILL)

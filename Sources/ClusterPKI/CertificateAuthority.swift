@@ -11,10 +11,21 @@ public struct CertificateAuthority: Sendable {
     /// Present where certificates are issued (control-plane nodes); nil where they are only checked.
     public let privateKey: Certificate.PrivateKey?
 
-    /// Organization of node certificates: the peer transport accepts only these.
-    public static let nodeOrganization = "raftkube:nodes"
+    /// Organization of store members' peer certificates: the peer port accepts only these, and
+    /// each names its member ID (``memberID(of:)``) so that a connection speaks for one member.
+    public static let peerOrganization = "raftkube:peers"
+    /// Organization of the store clients that API servers use (kube-apiserver's etcd client).
+    public static let storeClientOrganization = "raftkube:store-clients"
     /// Organization of administrator client certificates (Kubernetes' superuser group).
     public static let adminOrganization = "system:masters"
+    /// Organization of node (kubelet) certificates, as Kubernetes names it: every node has one,
+    /// a worker has nothing else. Neither the peer port nor the store API accepts it.
+    public static let nodeOrganization = "system:nodes"
+    /// The organizations the store's client API (etcd v3) accepts: members forwarding to each
+    /// other, API servers and the administrator; nothing else reads or writes the store.
+    public static let storeAPIOrganizations: Set<String> = [peerOrganization, storeClientOrganization, adminOrganization]
+    /// The URN prefix of the subject alternative name that binds a peer certificate to its member.
+    public static let memberURNPrefix = "urn:raftkube:member:"
 
     public init(certificate: Certificate, privateKey: Certificate.PrivateKey?) {
         self.certificate = certificate
@@ -47,7 +58,15 @@ public struct CertificateAuthority: Sendable {
 
     /// What a certificate is for.
     public enum Profile: Sendable, Hashable {
-        /// A node: serves (store, peers, later the API server) and connects to peers as a client.
+        /// A store member: serves the peer port, the store API and the join port, connects to
+        /// peers, and forwards requests to the leader. Bound to its member ID.
+        case peer(memberID: UInt64)
+        /// A control-plane node's API server as a client of the store (`raftkube:store-clients`),
+        /// bound to the node's member like its peer certificate: when the member is removed from
+        /// the cluster, the store refuses both.
+        case storeClient(memberID: UInt64)
+        /// A node's kubelet (`system:nodes`): serves and connects, but is accepted by neither the
+        /// peer port nor the store API. A worker node holds only this.
         case node
         /// A client such as the administrator: `organization` is its group.
         case client(organization: String)
@@ -62,7 +81,18 @@ public struct CertificateAuthority: Sendable {
         guard let privateKey else { throw PKIError.cannotIssue("this node holds no CA key; ask a control-plane node") }
         let organization: String
         let usages: [ExtendedKeyUsage.Usage]
+        var names: [GeneralName] = dnsNames.map { .dnsName($0) }
         switch profile {
+        case .peer(let memberID):
+            guard memberID != 0 else { throw PKIError.invalid("a peer certificate needs a member ID other than 0") }
+            organization = Self.peerOrganization
+            usages = [.serverAuth, .clientAuth]
+            names.append(.uniformResourceIdentifier(Self.memberURNPrefix + String(memberID, radix: 16)))
+        case .storeClient(let memberID):
+            guard memberID != 0 else { throw PKIError.invalid("a store-client certificate needs a member ID other than 0") }
+            organization = Self.storeClientOrganization
+            usages = [.clientAuth]
+            names.append(.uniformResourceIdentifier(Self.memberURNPrefix + String(memberID, radix: 16)))
         case .node:
             organization = Self.nodeOrganization
             usages = [.serverAuth, .clientAuth]
@@ -74,7 +104,6 @@ public struct CertificateAuthority: Sendable {
             OrganizationName(organization)
             CommonName(commonName)
         }
-        var names: [GeneralName] = dnsNames.map { .dnsName($0) }
         for address in ipAddresses {
             guard let bytes = ipAddressBytes(address) else { throw PKIError.invalid("\(address) is not an IPv4 or IPv6 address") }
             names.append(.ipAddress(ASN1OctetString(contentBytes: bytes[...])))
@@ -97,6 +126,20 @@ public struct CertificateAuthority: Sendable {
                 if !alternativeNames.isEmpty { SubjectAlternativeNames(alternativeNames) }
             },
             issuerPrivateKey: privateKey)
+    }
+
+    /// The member ID a peer certificate is bound to (its `urn:raftkube:member:<hex>` name), nil
+    /// when it names none or more than one.
+    public static func memberID(of certificate: Certificate) -> UInt64? {
+        guard let names = try? certificate.extensions.subjectAlternativeNames else { return nil }
+        let ids = names.compactMap { name -> UInt64? in
+            guard case .uniformResourceIdentifier(let uri) = name, uri.hasPrefix(memberURNPrefix) else { return nil }
+            let hex = uri.dropFirst(memberURNPrefix.count)
+            guard (1...16).contains(hex.count) else { return nil }
+            return UInt64(hex, radix: 16)
+        }
+        guard ids.count == 1, let id = ids.first, id != 0 else { return nil }
+        return id
     }
 
     /// `sha256:<hex>` of the CA's DER SubjectPublicKeyInfo: kubeadm's CA certificate hash, the

@@ -9,14 +9,20 @@ import X509
 /// (expired, issued by another CA, not a node's): the words go to the log of whoever refused it.
 public struct ClusterTrust: Sendable {
     public let ca: Certificate
+    /// A last check of a certificate that passed every other, with the reason to refuse it, or
+    /// nil to accept: a store member refuses the certificates bound to members that are no
+    /// longer (or not yet) in the cluster, so that a removed node's certificates stop working
+    /// everywhere at once.
+    public var revocation: (@Sendable (Certificate) -> String?)?
 
-    public init(ca: Certificate) {
+    public init(ca: Certificate, revocation: (@Sendable (Certificate) -> String?)? = nil) {
         self.ca = ca
+        self.revocation = revocation
     }
 
-    /// Nil when `chain` (leaf first) is a valid certificate of this cluster, with
-    /// `organization` among its subject's organizations when one is required; else the reason.
-    public func refusal(of chain: [Certificate], requiring organization: String? = nil, now: Date = Date()) async -> String? {
+    /// Nil when `chain` (leaf first) is a valid certificate of this cluster whose subject names
+    /// one of `organizations` (when given), and a member ID when `memberBound`; else the reason.
+    public func refusal(of chain: [Certificate], requiring organizations: Set<String>? = nil, memberBound: Bool = false, now: Date = Date()) async -> String? {
         guard let leaf = chain.first else { return "no certificate was presented" }
         let who = "certificate \"\(leaf.subject)\""
         guard leaf.issuer == ca.subject, ca.publicKey.isValidSignature(leaf.signature, for: leaf) else {
@@ -30,21 +36,25 @@ public struct ClusterTrust: Sendable {
             let reasons = failures.map { $0.policyFailureReason.description }
             return "\(who) is not valid: \(reasons.isEmpty ? "no chain to this cluster's CA" : reasons.joined(separator: "; "))"
         }
-        if let organization, !Self.organizations(of: leaf).contains(organization) {
-            return "\(who) is not a \(organization) certificate"
+        if let organizations, Set(Self.organizations(of: leaf)).isDisjoint(with: organizations) {
+            return "\(who) is not a \(organizations.sorted().joined(separator: " or ")) certificate: its role may not use this port"
         }
-        return nil
+        if memberBound, CertificateAuthority.memberID(of: leaf) == nil {
+            return "\(who) names no member ID (\(CertificateAuthority.memberURNPrefix)<hex>): peers must present their own member's certificate"
+        }
+        return revocation?(leaf)
     }
 
-    static func organizations(of certificate: Certificate) -> [String] {
+    /// The organizations named in `certificate`'s subject (a certificate's role).
+    public static func organizations(of certificate: Certificate) -> [String] {
         certificate.subject.flatMap { rdn in
             rdn.filter { $0.type == .RDNAttributeType.organizationName }.map { String(describing: $0.value) }
         }
     }
 
-    /// A NIOSSL verification callback that accepts exactly what ``refusal(of:requiring:now:)``
-    /// accepts and logs the reason for anything else.
-    public func verificationCallback(requiring organization: String?, logger: Logger, context what: String) -> NIOSSLCustomVerificationCallbackWithMetadata {
+    /// A NIOSSL verification callback that accepts exactly what
+    /// ``refusal(of:requiring:memberBound:now:)`` accepts and logs the reason for anything else.
+    public func verificationCallback(requiring organizations: Set<String>?, memberBound: Bool = false, logger: Logger, context what: String) -> NIOSSLCustomVerificationCallbackWithMetadata {
         let trust = self
         return { certificates, promise in
             let chain: [Certificate]
@@ -56,7 +66,7 @@ public struct ClusterTrust: Sendable {
                 return
             }
             promise.completeWithTask {
-                if let reason = await trust.refusal(of: chain, requiring: organization) {
+                if let reason = await trust.refusal(of: chain, requiring: organizations, memberBound: memberBound) {
                     logger.warning("refused a TLS peer", metadata: ["connection": "\(what)", "reason": "\(reason)"])
                     return .failed
                 }
@@ -88,7 +98,7 @@ public struct TLSIdentity: Sendable {
     }
 
     /// TLS 1.3 server configuration that asks for a client certificate (checked by the callback
-    /// from ``ClusterTrust/verificationCallback(requiring:logger:context:)``).
+    /// from ``ClusterTrust/verificationCallback(requiring:memberBound:logger:context:)``).
     public func serverConfiguration() throws -> TLSConfiguration {
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: try nioChain(), privateKey: try nioKey())
         configuration.minimumTLSVersion = .tlsv13
@@ -120,24 +130,35 @@ extension Certificate {
 extension TLSIdentity {
     /// Adds a TLS server handler, checking clients with ``ClusterTrust``, to accepted channels:
     /// the returned closure runs on each channel's event loop.
-    public func serverSecurer(requiring organization: String?, logger: Logger, context what: String) throws -> @Sendable (any Channel) throws -> Void {
+    public func serverSecurer(requiring organizations: Set<String>?, memberBound: Bool = false, logger: Logger, context what: String) throws -> @Sendable (any Channel) throws -> Void {
         let context = try NIOSSLContext(configuration: try serverConfiguration())
         let trust = self.trust
         return { channel in
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(
-                context: context, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: organization, logger: logger, context: what)))
+                context: context, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: organizations, memberBound: memberBound, logger: logger, context: what)))
         }
     }
 
     /// Adds a TLS client handler presenting this identity and checking the server with
     /// ``ClusterTrust`` to outgoing channels.
-    public func clientSecurer(requiring organization: String?, logger: Logger, context what: String) throws -> @Sendable (any Channel) throws -> Void {
+    public func clientSecurer(requiring organizations: Set<String>?, memberBound: Bool = false, logger: Logger, context what: String) throws -> @Sendable (any Channel) throws -> Void {
         let context = try NIOSSLContext(configuration: try clientConfiguration())
         let trust = self.trust
         return { channel in
             try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(
-                context: context, serverHostname: nil, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: organization, logger: logger, context: what)))
+                context: context, serverHostname: nil, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: organizations, memberBound: memberBound, logger: logger, context: what)))
         }
+    }
+
+    /// The member ID named by the certificate that the remote end of `channel` presented in its
+    /// (completed) TLS handshake; nil when there is no TLS handler, no certificate or no ID.
+    /// Call on the channel's event loop.
+    public static func peerMemberID(of channel: any Channel) -> UInt64? {
+        guard let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+              let presented = handler.peerCertificate, let bytes = try? presented.toDERBytes(),
+              let certificate = try? Certificate(derEncoded: bytes)
+        else { return nil }
+        return CertificateAuthority.memberID(of: certificate)
     }
 
     /// Reads an identity from PEM files: the chain (leaf first), its key, and the CA to trust.
@@ -149,5 +170,10 @@ extension TLSIdentity {
             throw PKIError.invalid("the key in \(key) does not belong to the certificate in \(certificate)")
         }
         return TLSIdentity(trust: ClusterTrust(ca: ca[0]), certificateChain: chain, privateKey: privateKey)
+    }
+
+    /// This identity, trusting with `revocation` added to its trust's checks.
+    public func revoking(_ revocation: @escaping @Sendable (Certificate) -> String?) -> TLSIdentity {
+        TLSIdentity(trust: ClusterTrust(ca: trust.ca, revocation: revocation), certificateChain: certificateChain, privateKey: privateKey)
     }
 }

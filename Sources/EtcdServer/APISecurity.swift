@@ -23,8 +23,10 @@ public struct APISecurity: Sendable {
     }
 
     /// The server side: adds TLS 1.2+ (as etcd; ALPN `h2`) to an accepted connection, client
-    /// certificates checked by ``ClusterTrust`` (any certificate of the cluster: administrators'
-    /// and nodes').
+    /// certificates checked by ``ClusterTrust``: only the roles that may use the store
+    /// (``CertificateAuthority/storeAPIOrganizations``: members, API servers, administrators);
+    /// a node's (kubelet's) or worker's certificate is refused, as Kubernetes keeps etcd to
+    /// kube-apiserver.
     func serverSecurer(logger: Logger) throws -> @Sendable (any Channel) throws -> Void {
         var configuration = try identity.serverConfiguration()
         configuration.minimumTLSVersion = .tlsv12
@@ -34,17 +36,18 @@ public struct APISecurity: Sendable {
         let trust = identity.trust
         return { channel in
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(
-                context: context, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: nil, logger: logger, context: "etcd API client")))
+                context: context, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: CertificateAuthority.storeAPIOrganizations, logger: logger, context: "etcd API client")))
         }
     }
 
-    /// The client side, for a member calling another member: only a node of the cluster answers.
+    /// The client side, for a member (or an administrator) calling a member: only a store member
+    /// of the cluster (a peer certificate) answers.
     public func clientSecurity(logger: Logger) -> HTTP2ClientTransport.Posix.TransportSecurity {
         var tls = HTTP2ClientTransport.Posix.TransportSecurity.TLS(
             certificateChain: chain, privateKey: key, serverCertificateVerification: .noHostnameVerification, trustRoots: roots)
         let trust = identity.trust
         tls.customVerificationCallback = { certificates, promise in
-            trust.verificationCallback(requiring: CertificateAuthority.nodeOrganization, logger: logger, context: "forwarding to the leader")(certificates, promise)
+            trust.verificationCallback(requiring: [CertificateAuthority.peerOrganization], logger: logger, context: "store client")(certificates, promise)
         }
         return .tls(tls)
     }

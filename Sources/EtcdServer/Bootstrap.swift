@@ -19,15 +19,17 @@ public struct JoinRequest: Codable, Sendable {
     public var token: String
     public var nodeName: String
     public var advertiseAddress: String
-    public var worker: Bool
+    /// A control-plane join (a store member, given the CA key): needs a control-plane token.
+    /// Otherwise the joiner is a worker and gets only its node (kubelet) certificate.
+    public var controlPlane: Bool
     /// The joiner's public key (PEM); its private key never leaves it.
     public var publicKey: String
 
-    public init(token: String, nodeName: String, advertiseAddress: String, worker: Bool, publicKey: String) {
+    public init(token: String, nodeName: String, advertiseAddress: String, controlPlane: Bool, publicKey: String) {
         self.token = token
         self.nodeName = nodeName
         self.advertiseAddress = advertiseAddress
-        self.worker = worker
+        self.controlPlane = controlPlane
         self.publicKey = publicKey
     }
 }
@@ -38,7 +40,8 @@ public struct JoinResponse: Codable, Sendable {
     public var error: String?
     public var certificate: String?
     public var caCertificate: String?
-    /// The CA's key, for control-plane nodes (they issue certificates to later joiners).
+    /// The CA's key, for control-plane joins only (they issue their own peer and store-client
+    /// certificates, and certificates to later joiners). Never sent to a worker.
     public var caKey: String?
     public var clusterName: String?
     public var clusterToken: String?
@@ -70,22 +73,43 @@ public enum BootstrapTokens {
         /// Seconds since 1970.
         public var expires: Double
         public var description: String
+        /// A control-plane token admits store members (and hands them the CA key); any other
+        /// token admits workers only (k3s's server and agent tokens). Nil in records of old.
+        public var controlPlane: Bool?
+
+        public var admitsControlPlane: Bool { controlPlane == true }
     }
+
+    /// Default lifetimes: a worker token a day (kubeadm's), a control-plane token two hours
+    /// (kubeadm's `--certificate-key` lifetime): it hands over the CA key, so it lives short.
+    public static let workerTTLSeconds: Double = 24 * 3600
+    public static let controlPlaneTTLSeconds: Double = 2 * 3600
 
     static func digest(_ secret: String) -> String {
         SHA256.hash(data: Array(secret.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     /// The key and value that store `token`, valid for `ttl` seconds from now.
-    public static func entry(_ token: BootstrapToken, ttl: Double, description: String) throws -> (key: [UInt8], value: [UInt8]) {
-        let record = Record(secretSHA256: digest(token.secret), expires: Date().timeIntervalSince1970 + ttl, description: description)
+    public static func entry(_ token: BootstrapToken, ttl: Double, description: String, controlPlane: Bool) throws -> (key: [UInt8], value: [UInt8]) {
+        let record = Record(secretSHA256: digest(token.secret), expires: Date().timeIntervalSince1970 + ttl, description: description,
+                            controlPlane: controlPlane)
         return (Array((prefix + token.id).utf8), Array(try JSONEncoder().encode(record)))
     }
 
     /// Stores `token`, valid for `ttl` seconds from now.
-    public static func create(_ token: BootstrapToken, ttl: Double, description: String, member: StoreMember) async throws {
-        let (key, value) = try entry(token, ttl: ttl, description: description)
+    public static func create(_ token: BootstrapToken, ttl: Double, description: String, controlPlane: Bool, member: StoreMember) async throws {
+        let (key, value) = try entry(token, ttl: ttl, description: description, controlPlane: controlPlane)
         _ = try await member.write(.put(PutRequest(key: key, value: value)))
+    }
+
+    /// Deletes every token that expired more than `graceSeconds` before `now`; returns their
+    /// IDs. The grace lets a joiner that just missed the expiry hear "expired" rather than
+    /// "not valid", and an operator see it in `token list`; the record holds only a digest.
+    @discardableResult
+    public static func purgeExpired(member: StoreMember, now: Date = Date(), graceSeconds: Double = 10) async throws -> [String] {
+        let expired = try await list(member: member).filter { now.timeIntervalSince1970 >= $0.record.expires + graceSeconds }.map(\.id)
+        for id in expired { try await delete(id: id, member: member) }
+        return expired
     }
 
     public static func delete(id: String, member: StoreMember) async throws {
@@ -104,29 +128,72 @@ public enum BootstrapTokens {
         }
     }
 
-    /// Nil when `text` is a stored, unexpired token; else what is wrong, in words for the joiner.
-    public static func refusal(of text: String, member: StoreMember, now: Date = Date()) async throws -> String? {
+    /// The stored record of `text` when it is a stored, unexpired token; else what is wrong, in
+    /// words for the joiner. An unknown ID and a wrong secret get the same words, and the secret
+    /// is compared in constant time, so that neither reveals which IDs exist; only the holder
+    /// of the right secret learns that its token expired.
+    public static func check(_ text: String, member: StoreMember, now: Date = Date()) async throws -> Result<Record, TokenRefusal> {
         let token: BootstrapToken
         do {
             token = try BootstrapToken(parsing: text)
         } catch {
-            return "\(error)"
+            return .failure(TokenRefusal("\(error)"))
         }
-        guard let record = try await list(member: member).first(where: { $0.id == token.id })?.record else {
-            return "token \(token.id).… is not known to this cluster: check it, or make a new one with `raftkube token create` on a control-plane node"
-        }
-        guard digest(token.secret) == record.secretSHA256 else {
-            return "token \(token.id).… has the wrong secret: check it, or make a new one with `raftkube token create` on a control-plane node"
+        let record = try await list(member: member).first(where: { $0.id == token.id })?.record
+        // Compare against a digest even for an unknown ID: the same work either way.
+        let stored = record?.secretSHA256 ?? String(repeating: "0", count: 64)
+        guard constantTimeEqual(Array(digest(token.secret).utf8), Array(stored.utf8)), let record else {
+            return .failure(TokenRefusal("token \(token.id).… is not valid for this cluster (unknown, deleted, or a wrong secret): check it, or make a new one with `raftkube token create` on a control-plane node"))
         }
         guard now.timeIntervalSince1970 < record.expires else {
-            return "token \(token.id).… expired at \(Date(timeIntervalSince1970: record.expires)): make a new one with `raftkube token create` on a control-plane node"
+            return .failure(TokenRefusal("token \(token.id).… expired at \(Date(timeIntervalSince1970: record.expires)): make a new one with `raftkube token create` on a control-plane node", guess: false))
         }
-        return nil
+        return .success(record)
     }
 }
 
-/// Answers join requests on a control-plane node: checks the token, signs the joiner's
-/// certificate, and adds a control-plane joiner to the store as a learner.
+/// Why a bootstrap token was refused, in words for the joiner.
+public struct TokenRefusal: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    /// Whether the refusal counts as a failed guess (malformed, unknown, wrong secret), as
+    /// opposed to the right secret of an expired token.
+    public let guess: Bool
+    init(_ description: String, guess: Bool = true) {
+        self.description = description
+        self.guess = guess
+    }
+}
+
+/// On the leader: deletes expired bootstrap tokens every `intervalSeconds` (kubeadm's token
+/// cleaner), so that a token's record outlives its validity only briefly (10-20 s).
+public struct TokenJanitor: Service {
+    let member: StoreMember
+    let intervalSeconds: Double
+    let logger: Logger
+
+    public init(member: StoreMember, intervalSeconds: Double = 10, logger: Logger) {
+        self.member = member
+        self.intervalSeconds = intervalSeconds
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: .milliseconds(Int64(intervalSeconds * 1000)))
+            guard member.runtime.observed.withLockedValue({ $0.isLeader }) else { continue }
+            do {
+                let purged = try await BootstrapTokens.purgeExpired(member: member)
+                if !purged.isEmpty { logger.info("deleted expired bootstrap tokens", metadata: ["tokens": "\(purged.joined(separator: ","))"]) }
+            } catch {
+                logger.debug("cannot purge expired tokens now", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// Answers join requests on a control-plane node: checks the token (failed attempts limited per
+/// source address), signs the joiner's node certificate, and for a control-plane join with a
+/// control-plane token adds the joiner to the store as a learner and hands it the CA key.
 public struct JoinAuthority: Sendable {
     public let member: StoreMember
     public let authority: CertificateAuthority
@@ -134,26 +201,49 @@ public struct JoinAuthority: Sendable {
     public let clientPort: Int
     public let peerPort: Int
     public let logger: Logger
+    let failures: NIOLockedValueBox<FailedAttemptLimiter>
 
-    public init(member: StoreMember, authority: CertificateAuthority, clusterName: String, clientPort: Int, peerPort: Int, logger: Logger) {
+    public init(member: StoreMember, authority: CertificateAuthority, clusterName: String, clientPort: Int, peerPort: Int, logger: Logger,
+                limiter: FailedAttemptLimiter = FailedAttemptLimiter()) {
         self.member = member
         self.authority = authority
         self.clusterName = clusterName
         self.clientPort = clientPort
         self.peerPort = peerPort
         self.logger = logger
+        self.failures = NIOLockedValueBox(limiter)
     }
 
-    public func handle(_ request: JoinRequest) async -> JoinResponse {
+    /// The common name of a node's (kubelet's) certificate, as Kubernetes names node identities.
+    public static func nodeCommonName(_ nodeName: String) -> String { "system:node:\(nodeName)" }
+
+    public func handle(_ request: JoinRequest, source: String) async -> JoinResponse {
+        let now = Date().timeIntervalSince1970
+        if let wait = failures.withLockedValue({ $0.retryAfter(source: source, now: now) }) {
+            logger.warning("join refused", metadata: ["node": "\(request.nodeName)", "source": "\(source)", "reason": "too many failed attempts"])
+            return JoinResponse(error: "too many failed join attempts from \(source): try again in \(Int(wait.rounded(.up))) s")
+        }
         do {
-            if let refusal = try await BootstrapTokens.refusal(of: request.token, member: member) {
-                logger.warning("join refused", metadata: ["node": "\(request.nodeName)", "reason": "\(refusal)"])
-                return JoinResponse(error: refusal)
+            let record: BootstrapTokens.Record
+            switch try await BootstrapTokens.check(request.token, member: member) {
+            case .failure(let refusal):
+                if refusal.guess { failures.withLockedValue { $0.recordFailure(source: source, now: now) } }
+                logger.warning("join refused", metadata: ["node": "\(request.nodeName)", "source": "\(source)", "reason": "\(refusal)"])
+                return JoinResponse(error: refusal.description)
+            case .success(let found):
+                record = found
+            }
+            if request.controlPlane && !record.admitsControlPlane {
+                logger.warning("join refused", metadata: ["node": "\(request.nodeName)", "source": "\(source)", "reason": "worker token used for a control-plane join"])
+                return JoinResponse(error: "this token admits workers only: a control-plane join needs a control-plane token (the control-plane join command `raftkube init` printed, or `raftkube token create --control-plane` on a control-plane node)")
             }
             guard !request.nodeName.isEmpty, request.nodeName.utf8.count <= 63,
-                  request.nodeName.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." })
+                  request.nodeName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") })
             else {
                 return JoinResponse(error: "node name '\(request.nodeName)' must be 1-63 letters, digits, '-' or '.'")
+            }
+            guard ipAddressBytes(request.advertiseAddress) != nil else {
+                return JoinResponse(error: "advertise address '\(request.advertiseAddress)' is not an IPv4 or IPv6 address")
             }
             let publicKey: Certificate.PublicKey
             do {
@@ -161,10 +251,10 @@ public struct JoinAuthority: Sendable {
             } catch {
                 return JoinResponse(error: "the public key is not a PEM public key")
             }
-            let certificate = try authority.issue(profile: .node, commonName: request.nodeName, dnsNames: [request.nodeName, "localhost"],
+            let certificate = try authority.issue(profile: .node, commonName: Self.nodeCommonName(request.nodeName), dnsNames: [request.nodeName, "localhost"],
                                                   ipAddresses: [request.advertiseAddress, "127.0.0.1"], publicKey: publicKey)
             var initialCluster: String?
-            if !request.worker {
+            if request.controlPlane {
                 let peerURL = "https://\(request.advertiseAddress):\(peerPort)"
                 let existing = try await member.members()
                 if existing.contains(where: { $0.name == request.nodeName }) {
@@ -188,11 +278,11 @@ public struct JoinAuthority: Sendable {
                     return "\(name)=\(entry.peerUrls.first ?? "")"
                 }.joined(separator: ",")
             }
-            logger.info("node joined", metadata: ["node": "\(request.nodeName)", "address": "\(request.advertiseAddress)", "worker": "\(request.worker)"])
+            logger.info("node joined", metadata: ["node": "\(request.nodeName)", "address": "\(request.advertiseAddress)", "controlPlane": "\(request.controlPlane)"])
             return JoinResponse(
                 certificate: try certificate.serializeAsPEM().pemString,
                 caCertificate: try authority.certificate.serializeAsPEM().pemString,
-                caKey: request.worker ? nil : try authority.privateKey?.serializeAsPEM().pemString,
+                caKey: request.controlPlane ? try authority.privateKey?.serializeAsPEM().pemString : nil,
                 clusterName: clusterName, clusterToken: member.clusterToken, initialCluster: initialCluster)
         } catch {
             logger.warning("join failed", metadata: ["node": "\(request.nodeName)", "error": "\(error)"])
@@ -263,12 +353,14 @@ public struct JoinServer: Service {
             let line = unwrapInboundIn(data)
             let channel = context.channel
             let authority = self.authority
+            // Failed attempts are counted per address, not per connection.
+            let source = context.remoteAddress?.ipAddress ?? "unknown"
             Task {
                 let response: JoinResponse
                 if let request = try? JSONDecoder().decode(JoinRequest.self, from: Data(line.readableBytesView)) {
-                    response = await authority.handle(request)
+                    response = await authority.handle(request, source: source)
                 } else {
-                    response = JoinResponse(error: "malformed join request (raftkube join sends JSON with token, nodeName, advertiseAddress, worker, publicKey)")
+                    response = JoinResponse(error: "malformed join request (raftkube join sends JSON with token, nodeName, advertiseAddress, controlPlane, publicKey)")
                 }
                 var bytes = (try? JSONEncoder().encode(response)) ?? Data()
                 bytes.append(UInt8(ascii: "\n"))
@@ -290,11 +382,13 @@ public struct JoinServer: Service {
         configuration.certificateVerification = .none
         let context = try NIOSSLContext(configuration: configuration)
         let authority = self.authority
+        let gate = try ConnectionGate(limits: .join, name: "join", logger: Logger(label: "raftkube.join"))
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try gate.admit(channel, secured: true)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(JoinWire.LineDecoder()))
                     try channel.pipeline.syncOperations.addHandler(Handler(authority: authority))
                 }

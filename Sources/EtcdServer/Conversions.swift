@@ -125,6 +125,13 @@ enum Convert {
         return result
     }
 
+    static func alarm(_ alarm: AlarmMember) -> Etcdserverpb_AlarmMember {
+        var member = Etcdserverpb_AlarmMember()
+        member.memberID = alarm.memberID
+        member.alarm = Etcdserverpb_AlarmType(rawValue: Int(alarm.alarm.rawValue)) ?? .none
+        return member
+    }
+
     static func error(_ error: KVError) -> RPCError {
         let code: RPCError.Code
         switch error.grpcCode {
@@ -132,6 +139,8 @@ enum Convert {
         case .outOfRange: code = .outOfRange
         case .notFound: code = .notFound
         case .failedPrecondition: code = .failedPrecondition
+        case .resourceExhausted: code = .resourceExhausted
+        case .dataLoss: code = .dataLoss
         }
         return RPCError(code: code, message: error.message)
     }

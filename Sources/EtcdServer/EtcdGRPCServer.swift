@@ -1,6 +1,7 @@
 import EtcdAPI
 import GRPCCore
 import Logging
+import RaftRuntime
 import ServiceLifecycle
 
 /// The etcd v3 gRPC endpoint of a store member, as a `Service`: the services' methods behind a
@@ -23,9 +24,12 @@ public struct EtcdGRPCServer: Service {
     public func run() async throws {
         // etcd's limit: the request limit plus 512 KiB of gRPC overhead; past it gRPC refuses
         // the message, below it and past the request limit the store does.
-        let limits = WireLimits(messageBytesMax: member.requestBytesMax + 512 * 1024)
+        let connectionLimits = ConnectionLimits.client
+        var limits = WireLimits(messageBytesMax: member.requestBytesMax + 512 * 1024)
+        limits.idleTimeoutMs = connectionLimits.idleTimeoutMs
         let server = try await WireServer.bind(
             host: host, port: port, router: Self.router(member: member, leases: leases), limits: limits,
+            gate: try ConnectionGate(limits: connectionLimits, name: "client", logger: logger),
             secure: try member.security?.serverSecurer(logger: logger))
         logger.debug("etcd API listening", metadata: ["port": "\(server.port ?? port)"])
         try await withTaskCancellationHandler {

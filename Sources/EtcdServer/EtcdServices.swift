@@ -84,12 +84,16 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
 
     func status(request: Etcdserverpb_StatusRequest, context: ServerContext) async throws -> Etcdserverpb_StatusResponse {
         let status = try await member.runtime.status()
-        let (revision, size) = try member.stateMachine.read { store in (store.currentRevision, try store.databaseSizeBytes()) }
+        let (revision, size, inUse, alarms) = try member.stateMachine.read { store in
+            (store.currentRevision, try store.databaseSizeBytes(), try store.databaseSizeInUseBytes(), store.alarms)
+        }
         var result = Etcdserverpb_StatusResponse()
         result.header = Convert.header(ResponseHeader(revision: revision), member.headerContext())
         result.version = "3.5.0"
         result.dbSize = size
-        result.dbSizeInUse = size
+        result.dbSizeInUse = inUse
+        // etcd lists standing alarms as errors (etcdctl's ERRORS column).
+        result.errors = alarms.map { "memberID:\($0.memberID) alarm:\($0.alarm.name) " }
         result.leader = status.leader
         result.raftIndex = status.commitIndex
         result.raftTerm = status.term
@@ -112,10 +116,30 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         }
     }
 
+    /// Lists the standing alarms (GET), or raises or clears one through the log (ACTIVATE,
+    /// DEACTIVATE), as etcd does; `etcdctl alarm disarm` lists and then clears each.
     func alarm(request: Etcdserverpb_AlarmRequest, context: ServerContext) async throws -> Etcdserverpb_AlarmResponse {
         var result = Etcdserverpb_AlarmResponse()
-        let revision = member.stateMachine.read { $0.currentRevision }
-        result.header = Convert.header(ResponseHeader(revision: revision), member.headerContext())
+        let action: AlarmRequest.Action
+        switch request.action {
+        case .get:
+            let (revision, alarms) = member.stateMachine.read { ($0.currentRevision, $0.alarms) }
+            result.header = Convert.header(ResponseHeader(revision: revision), member.headerContext())
+            result.alarms = alarms.map(Convert.alarm)
+            return result
+        case .activate: action = .activate
+        case .deactivate: action = .deactivate
+        case .UNRECOGNIZED(let value):
+            throw RPCError(code: .invalidArgument, message: "etcdserver: unknown alarm action \(value)")
+        }
+        guard let type = UInt8(exactly: request.alarm.rawValue).flatMap(AlarmType.init(rawValue:)) else {
+            throw RPCError(code: .invalidArgument, message: "etcdserver: unknown alarm type \(request.alarm.rawValue)")
+        }
+        guard case .alarm(let response) = try await member.write(.alarm(AlarmRequest(action: action, member: AlarmMember(memberID: request.memberID, alarm: type)))) else {
+            throw member.unexpected()
+        }
+        result.header = Convert.header(response.header, member.headerContext())
+        result.alarms = response.alarms.map(Convert.alarm)
         return result
     }
 

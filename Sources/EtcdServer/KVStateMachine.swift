@@ -11,17 +11,49 @@ import RaftRuntime
 public final class KVStateMachine: StateMachine, @unchecked Sendable {
     private let lock = NIOLock()
     private let store: KVStore
-    /// Typed responses of recently applied commands, by Raft index, for the member that proposed
-    /// them to pick up (bounded: older ones are dropped).
-    private var responses: [UInt64: KVResponse] = [:]
+    private let path: String
+    /// A second connection for reading watch history outside `lock` (opened on first use).
+    private let historyLock = NIOLock()
+    private var historyReader: KVStore?
+    /// Typed responses of applied commands that a caller on this member waits for, by Raft
+    /// index, until it picks them up (``takeResponse(index:)``). Other replicas keep none.
+    /// Bounded by `responsesMax` and `responseBytesMax`: past either the oldest are dropped
+    /// (a caller that gave up never picks its response up), and a caller whose response was
+    /// dropped gets an error.
+    private var responses: [UInt64: (response: KVResponse, bytes: Int)] = [:]
     private var responseOrder: [UInt64] = []
-    private let responsesMax = 65_536
+    private var responseBytes = 0
+    let responsesMax: Int
+    let responseBytesMax: Int
     /// Called with the events of each applied batch, under no lock, for the watch hub.
     private let onEvents: @Sendable ([WatchEvent], Int64) -> Void
+    /// Called with the leases each applied batch granted or removed, under no lock, for the
+    /// leader's ``LeaseKeeper`` (which then never scans the lease table to follow them).
+    private var onLeases: (@Sendable ([LeaseChange]) -> Void)?
+    /// The database's size in bytes after the last change (apply, restore, defragment), read
+    /// without `lock` by every write's quota check.
+    private let sizeBytes = NIOLockedValueBox<Int64>(0)
 
-    public init(path: String, onEvents: @escaping @Sendable ([WatchEvent], Int64) -> Void = { _, _ in }) throws {
+    /// `responsesMax` and `responseBytesMax` bound the responses kept for local callers; the
+    /// byte bound is twice the largest range result, so that one always fits.
+    public init(path: String, responsesMax: Int = 65_536, responseBytesMax: Int = 2 * KVLimits.default.rangeResultBytesMax,
+                onEvents: @escaping @Sendable ([WatchEvent], Int64) -> Void = { _, _ in }) throws {
+        precondition(responsesMax > 0 && responseBytesMax > 0)
+        self.responsesMax = responsesMax
+        self.responseBytesMax = responseBytesMax
         store = try KVStore.open(path: path)
+        self.path = path
         self.onEvents = onEvents
+        try noteSize()
+    }
+
+    /// The database's size as of its last change (for the space quota; no lock taken).
+    public var databaseSizeBytes: Int64 { sizeBytes.withLockedValue { $0 } }
+
+    /// Records the store's size; call under `lock` (or before the machine is shared).
+    private func noteSize() throws {
+        let size = try store.databaseSizeBytes()
+        sizeBytes.withLockedValue { $0 = size }
     }
 
     public func apply(_ commands: [AppliedCommand]) throws -> [[UInt8]] {
@@ -40,21 +72,38 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
             let request = (try? KVRequest.decode(command.data)) ?? .range(RangeRequest(key: [0]))
             batch.append((command.index, request))
         }
-        let (events, revision) = try lock.withLock { () throws -> ([WatchEvent], Int64) in
+        let (events, revision, leases, observer) = try lock.withLock { () throws -> ([WatchEvent], Int64, [LeaseChange], (@Sendable ([LeaseChange]) -> Void)?) in
             let results = try store.apply(batch)
-            for (position, command) in fresh.enumerated() {
-                responses[command.index] = results[position]
+            try noteSize()
+            let leases = self.onLeases == nil ? [] : LeaseChange.changes(batch.map(\.request), results)
+            for (position, command) in fresh.enumerated() where command.awaitedHere {
+                let bytes = results[position].approximateBytes
+                responses[command.index] = (results[position], bytes)
                 responseOrder.append(command.index)
+                responseBytes += bytes
             }
-            if responseOrder.count > responsesMax {
-                let excess = responseOrder.count - responsesMax
-                for index in responseOrder.prefix(excess) { responses[index] = nil }
-                responseOrder.removeFirst(excess)
+            // Oldest first; entries already taken are skipped (and cost nothing).
+            var dropped = 0
+            while dropped < responseOrder.count && (responseOrder.count - dropped > responsesMax || responseBytes > responseBytesMax) {
+                if let kept = responses.removeValue(forKey: responseOrder[dropped]) { responseBytes -= kept.bytes }
+                dropped += 1
             }
-            return (store.lastAppliedEvents, store.currentRevision)
+            if dropped > 0 { responseOrder.removeFirst(dropped) }
+            if responseOrder.count > 2 * responses.count + 1024 {
+                // Taken responses leave their index behind: keep the order list small.
+                responseOrder.removeAll { responses[$0] == nil }
+            }
+            assert(responseBytes >= 0 && responses.count <= responsesMax)
+            return (store.lastAppliedEvents, store.currentRevision, leases, self.onLeases)
         }
         if !events.isEmpty { onEvents(events, revision) }
+        if !leases.isEmpty { observer?(leases) }
         return answers
+    }
+
+    /// Registers the one observer of applied lease grants and removals.
+    public func observeLeases(_ observer: @escaping @Sendable ([LeaseChange]) -> Void) {
+        lock.withLock { onLeases = observer }
     }
 
     public func persist() throws -> UInt64? {
@@ -66,7 +115,16 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
 
     /// The typed response of the command applied at `index`, once.
     public func takeResponse(index: UInt64) -> KVResponse? {
-        lock.withLock { responses.removeValue(forKey: index) }
+        lock.withLock {
+            guard let kept = responses.removeValue(forKey: index) else { return nil }
+            responseBytes -= kept.bytes
+            return kept.response
+        }
+    }
+
+    /// Responses kept for local callers and their approximate bytes (for tests of the bounds).
+    public var keptResponses: (count: Int, bytes: Int) {
+        lock.withLock { (responses.count, responseBytes) }
     }
 
     public func snapshot() throws -> [UInt8] {
@@ -74,7 +132,16 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
     }
 
     public func restore(_ data: [UInt8], index: UInt64) throws {
-        try lock.withLock { try store.restore(from: data) }
+        try lock.withLock {
+            try store.restore(from: data, appliedIndexMin: index)
+            try noteSize()
+        }
+    }
+
+    /// A snapshot from a peer must be a store image this member can take (see
+    /// ``KVStore/validateSnapshot(_:appliedIndexMin:)``); checked before Raft accepts it.
+    public func validateSnapshot(_ data: [UInt8], index: UInt64) throws {
+        try KVStore.validateSnapshot(data, appliedIndexMin: index)
     }
 
     /// A consistent copy of the database as an SQLite file (for `snapshot save`).
@@ -84,15 +151,48 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
 
     /// Rewrites the database file compactly.
     public func defragment() throws {
-        try lock.withLock { try store.vacuum() }
+        try lock.withLock {
+            try store.vacuum()
+            try noteSize()
+        }
     }
 
     public var durableAppliedIndex: UInt64 {
         lock.withLock { store.appliedIndex }
     }
 
+    /// Runs `body` on a second connection to the database, in one read transaction, without the
+    /// lock that applies take: for bulk reads of watch history, which then hold up no write.
+    /// What it sees is a committed state, possibly a little behind the writer's.
+    public func readHistory<Result>(_ body: (KVStore) throws -> Result) throws -> Result {
+        try historyLock.withLock {
+            if historyReader == nil { historyReader = try KVStore.openReader(path: path) }
+            return try historyReader!.readConsistently(body)
+        }
+    }
+
     /// Runs `body` with the store under the lock (local reads).
     public func read<Result>(_ body: (KVStore) throws -> Result) rethrows -> Result {
         try lock.withLock { try body(store) }
+    }
+}
+
+/// A lease that an applied command granted or removed (revoked or expired).
+public enum LeaseChange: Sendable, Hashable {
+    case granted(id: Int64, ttlSeconds: Int64)
+    case removed(id: Int64)
+
+    /// The lease changes of applied `requests`, given their `responses` (refusals change nothing).
+    static func changes(_ requests: [KVRequest], _ responses: [KVResponse]) -> [LeaseChange] {
+        var changes: [LeaseChange] = []
+        for (request, response) in zip(requests, responses) {
+            switch (request, response) {
+            case (_, .leaseGrant(let granted)): changes.append(.granted(id: granted.id, ttlSeconds: granted.ttl))
+            case (.leaseRevoke(let revoke), .leaseRevoke): changes.append(.removed(id: revoke.id))
+            case (_, .leaseExpire(let expired)): changes += expired.revoked.map { .removed(id: $0) }
+            default: break
+            }
+        }
+        return changes
     }
 }

@@ -1,4 +1,5 @@
 import KVStore
+import NIOConcurrencyHelpers
 import Raft
 import RaftRuntime
 import ServiceLifecycle
@@ -7,18 +8,25 @@ import ServiceLifecycle
 /// loop that proposes the expiry of leases past due, so every replica revokes them at the same
 /// log position. Followers keep no deadlines; a member that becomes leader starts every lease
 /// afresh from its remaining TTL plus an election timeout (leases are extended, never cut short).
-public actor LeaseKeeper: Service {
+///
+/// The lease table is read once, when this member becomes leader; after that grants and removals
+/// arrive from the state machine as they are applied (``LeaseChange``), so a keep-alive costs a
+/// lock and a heap insert, and a check costs the overdue leases, never a scan of them all.
+public final class LeaseKeeper: Service, @unchecked Sendable {
     let member: StoreMember
     let checkIntervalMs: Int64
     let extensionMs: Int64
-    var deadlines = LeaseDeadlines()
-    var leading = false
     let started = ContinuousClock.now
+    // Guarded by `lock`.
+    private let lock = NIOLock()
+    private var deadlines = LeaseDeadlines()
+    private var leading = false
 
     public init(member: StoreMember, checkIntervalMs: Int64 = 250, extensionMs: Int64 = 1_000) {
         self.member = member
         self.checkIntervalMs = checkIntervalMs
         self.extensionMs = extensionMs
+        member.stateMachine.observeLeases { [weak self] changes in self?.applied(changes) }
     }
 
     var nowMs: Int64 {
@@ -38,42 +46,59 @@ public actor LeaseKeeper: Service {
         }
     }
 
-    /// Follows leadership and the granted leases, then proposes the expiry of overdue ones.
+    /// Follows leadership, then proposes the expiry of overdue leases.
     func check() async throws {
-        let status = try await member.runtime.status()
-        let isLeader = status.role == .leader
-        let leases = try member.stateMachine.read { try $0.leases() }
+        let overdue = try lock.withLock { () throws -> [Int64] in
+            guard try follow() else { return [] }
+            return deadlines.expired(nowMs: nowMs, limit: member.stateMachine.read { $0.limits.leaseIDsPerRequestMax })
+        }
+        guard !overdue.isEmpty else { return }
+        _ = try await member.write(.leaseExpire(LeaseExpireRequest(ids: overdue)))
+    }
+
+    /// Under `lock`: starts every lease's clock when this member has become leader (one read of
+    /// the lease table), forgets them all when it has stopped. Whether it leads.
+    private func follow() throws -> Bool {
+        let isLeader = member.runtime.observed.withLockedValue { $0.isLeader }
         if isLeader && !leading {
+            let leases = try member.stateMachine.read { try $0.leases() }
             deadlines.promote(leases, nowMs: nowMs, extensionMs: extensionMs)
         } else if !isLeader && leading {
             deadlines.demote()
         }
         leading = isLeader
-        guard isLeader else { return }
-        let known = Set(leases.map(\.id))
-        for lease in leases where deadlines.deadlines[lease.id] == nil {
-            deadlines.granted(id: lease.id, ttlSeconds: lease.grantedTTL, nowMs: nowMs)
+        return isLeader
+    }
+
+    /// Grants and removals as the state machine applied them. Only a leader keeps deadlines; one
+    /// that has not taken over yet reads the table when it does, which includes these.
+    func applied(_ changes: [LeaseChange]) {
+        lock.withLock {
+            guard leading else { return }
+            let now = nowMs
+            for change in changes {
+                switch change {
+                case .granted(let id, let ttl): deadlines.granted(id: id, ttlSeconds: ttl, nowMs: now)
+                case .removed(let id): deadlines.removed(id: id)
+                }
+            }
         }
-        for id in deadlines.deadlines.keys where !known.contains(id) { deadlines.removed(id: id) }
-        let overdue = deadlines.expired(nowMs: nowMs, limit: 1_000)
-        guard !overdue.isEmpty else { return }
-        _ = try await member.write(.leaseExpire(LeaseExpireRequest(ids: overdue)))
     }
 
     /// A keep-alive: the TTL now granted, nil if the lease is unknown or overdue, or an error
     /// when this member does not lead (only the leader keeps time for leases).
-    func renew(_ id: Int64) async throws -> Int64? {
-        try await check()
-        guard leading else { throw StoreMember.status(.notLeader(leader: noNode)) }
-        return deadlines.renew(id: id, nowMs: nowMs)
+    func renew(_ id: Int64) throws -> Int64? {
+        try lock.withLock {
+            guard try follow() else { throw StoreMember.status(.notLeader(leader: noNode)) }
+            return deadlines.renew(id: id, nowMs: nowMs)
+        }
     }
 
     /// Seconds left on the leader's clock, or nil (then the replicated checkpoint answers).
     func remaining(_ id: Int64) -> Int64? {
-        leading ? deadlines.remainingTTL(id: id, nowMs: nowMs) : nil
+        lock.withLock { leading ? deadlines.remainingTTL(id: id, nowMs: nowMs) : nil }
     }
 
-    func granted(_ id: Int64, ttl: Int64) {
-        if leading { deadlines.granted(id: id, ttlSeconds: ttl, nowMs: nowMs) }
-    }
+    /// Leases whose deadline this member keeps (0 on followers), for tests and status.
+    var tracked: Int { lock.withLock { deadlines.deadlines.count } }
 }

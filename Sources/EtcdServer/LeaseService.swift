@@ -13,7 +13,6 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
         guard case .leaseGrant(let granted) = try await member.write(.leaseGrant(LeaseGrantRequest(ttl: request.ttl, id: request.id))) else {
             throw member.unexpected()
         }
-        await keeper.granted(granted.id, ttl: granted.ttl)
         var result = Etcdserverpb_LeaseGrantResponse()
         result.header = Convert.header(granted.header, member.headerContext())
         result.id = granted.id
@@ -31,11 +30,12 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     }
 
     /// Keep-alives are answered on the leader, which keeps time for leases; a follower forwards
-    /// each one to the leader, as etcd does.
+    /// each one to the leader, as etcd does, over the one keep-alive stream it keeps to the leader
+    /// for all its clients (``LeaderLink``).
     func leaseKeepAlive(request: RPCAsyncSequence<Etcdserverpb_LeaseKeepAliveRequest, any Error>, response: RPCWriter<Etcdserverpb_LeaseKeepAliveResponse>, context: ServerContext) async throws {
         for try await keepAlive in request {
             let answer = try await member.onLeader {
-                let ttl = try await keeper.renew(keepAlive.id)
+                let ttl = try keeper.renew(keepAlive.id)
                 var answer = Etcdserverpb_LeaseKeepAliveResponse()
                 answer.header = member.header()
                 answer.id = keepAlive.id
@@ -43,12 +43,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
                 answer.ttl = ttl ?? 0
                 return answer
             } forward: { client in
-                try await Etcdserverpb_Lease.Client(wrapping: client).leaseKeepAlive { writer in
-                    try await writer.write(keepAlive)
-                } onResponse: { answers in
-                    for try await answer in answers.messages { return answer }
-                    throw RPCError(code: .unavailable, message: "etcdserver: the leader closed the keep-alive stream")
-                }
+                try await member.leaderLink.keepAlive(keepAlive, client: client)
             }
             try await response.write(answer)
         }
@@ -62,7 +57,7 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
         switch found {
         case .success(let lease):
             result.header = Convert.header(lease.header, member.headerContext())
-            result.ttl = await keeper.remaining(request.id) ?? lease.ttl
+            result.ttl = keeper.remaining(request.id) ?? lease.ttl
             result.grantedTtl = lease.grantedTTL
             result.keys = lease.keys.map { Data($0) }
         case .failure(.leaseNotFound):

@@ -5,6 +5,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import KVStore
 import Logging
+import NIOConcurrencyHelpers
 import Raft
 import RaftRuntime
 
@@ -21,11 +22,24 @@ public struct StoreMember: Sendable {
     /// Names and peer URLs of the members given at bootstrap, shown until they publish their own.
     public let initialMembers: [NodeID: MemberAttributes]
     public let watches: WatchBroker
+    /// Whether this member's NOSPACE alarm is being proposed (one proposal at a time, not one per
+    /// refused write).
+    let noSpaceRaising = NIOLockedValueBox(false)
+    /// The connection to the leader for what a follower forwards (see ``onLeader(_:forward:)``).
+    let leaderLink = LeaderLink()
     /// etcd's default request limit (1.5 MiB).
     public var requestBytesMax = 3 << 19
     /// How often an idle watch created with progress_notify hears the current revision (etcd's
     /// `--experimental-watch-progress-notify-interval`, 10 minutes by default).
     public var watchProgressNotifyInterval: Duration = .seconds(600)
+    /// etcd's `--quota-backend-bytes` (2 GiB by default; 0 or less: no quota). A write that would
+    /// take the database past it is refused with `mvcc: database space exceeded` and raises the
+    /// NOSPACE alarm for the whole cluster, cleared by compaction, defragment and `alarm disarm`.
+    public var quotaBackendBytes: Int64 = Self.defaultQuotaBackendBytes
+    public static let defaultQuotaBackendBytes: Int64 = 2 << 30
+    /// The largest quota allowed: a database must fit a snapshot (``TransportLimits/snapshotBytesMax``)
+    /// with room for what is written while the alarm is raised.
+    public static let quotaBackendBytesLimit: Int64 = 3 << 30
     /// TLS for the API and for forwarding to the leader (nil: plaintext).
     public var security: APISecurity?
     /// Where refusals of TLS peers met while forwarding are logged.
@@ -79,6 +93,10 @@ public struct StoreMember: Sendable {
         if let problem = request.validate() { return completion(.failure(Convert.error(problem))) }
         let encoded = request.encoded()
         if encoded.count > requestBytesMax { return completion(.failure(RPCError(code: .invalidArgument, message: KVError.requestTooLarge.message))) }
+        if exceedsQuota(request) {
+            raiseNoSpaceAlarm()
+            return completion(.failure(Convert.error(.noSpace)))
+        }
         let stateMachine = self.stateMachine
         runtime.submitProposal(encoded) { result in
             switch result {
@@ -89,6 +107,32 @@ public struct StoreMember: Sendable {
             case .failure(let error):
                 completion(.failure(Self.status(error)))
             }
+        }
+    }
+
+    /// Whether `request` would take the database past the quota (etcd's `quotaKVServer` check,
+    /// made where the request arrives, before it is proposed).
+    func exceedsQuota(_ request: KVRequest) -> Bool {
+        guard quotaBackendBytes > 0 else { return false }
+        let cost = request.quotaCost
+        return cost > 0 && stateMachine.databaseSizeBytes + Int64(cost) > quotaBackendBytes
+    }
+
+    /// Proposes this member's NOSPACE alarm unless it stands already; every member then refuses
+    /// writes that add data until it is disarmed.
+    func raiseNoSpaceAlarm() {
+        let alarm = AlarmMember(memberID: runtime.id, alarm: .noSpace)
+        guard !stateMachine.read({ $0.alarms.contains(alarm) }) else { return }
+        guard noSpaceRaising.withLockedValue({ raising in
+            defer { raising = true }
+            return !raising
+        }) else { return }
+        logger.warning("database space exceeded: raising the NOSPACE alarm", metadata: [
+            "sizeBytes": "\(stateMachine.databaseSizeBytes)", "quotaBackendBytes": "\(quotaBackendBytes)",
+        ])
+        runtime.submitProposal(KVRequest.alarm(AlarmRequest(action: .activate, member: alarm)).encoded()) { [stateMachine, noSpaceRaising] result in
+            if case .success(let applied) = result { _ = stateMachine.takeResponse(index: applied.index) }
+            noSpaceRaising.withLockedValue { $0 = false }
         }
     }
 
@@ -150,8 +194,8 @@ public struct StoreMember: Sendable {
         }
     }
 
-    /// Runs `local` on the leader; on a follower, `forward` with a client connected to the
-    /// leader's client URL (membership changes, leader moves and lease keep-alives must run on
+    /// Runs `local` on the leader; on a follower, `forward` with the client connected to the
+    /// leader's client URL (one per member, kept while the leader stays) (membership changes, leader moves and lease keep-alives must run on
     /// the leader, as in etcd).
     func onLeader<Result: Sendable>(
         _ local: () async throws -> Result,
@@ -160,18 +204,21 @@ public struct StoreMember: Sendable {
         // Routing only (the leader checks again): the last observed role, without an actor hop.
         let observed = runtime.observed.withLockedValue { $0 }
         if observed.isLeader { return try await local() }
-        let target = try leaderAddress(observed.leader)
+        let client = try leaderClient(observed.leader)
         do {
-            return try await withGRPCClient(
-                transport: try .http2NIOPosix(target: Self.target(target), transportSecurity: security?.clientSecurity(logger: logger) ?? .plaintext)
-            ) { client in
-                try await forward(client)
-            }
+            return try await forward(client)
         } catch let error as RPCError {
             // The leader's status, without the metadata of its response: passing that on as our
             // own trailers would break the client's HTTP/2 stream.
             throw RPCError(code: error.code, message: error.message)
         }
+    }
+
+    /// The shared client connected to `leader`'s client URL.
+    func leaderClient(_ leader: NodeID) throws -> LeaderLink.Client {
+        let address = try leaderAddress(leader)
+        return try leaderLink.client(leader: leader, address: address,
+                                     security: security?.clientSecurity(logger: logger) ?? .plaintext)
     }
 
     /// A gRPC target for `address`: an IP literal as such (no DNS, and no IP in TLS's SNI, which

@@ -4,7 +4,13 @@ import NIOConcurrencyHelpers
 /// Connects the store's applied events to the gRPC watch streams: a ``WatchHub`` behind a lock,
 /// cancellations routed to the stream that owns each watcher, and a wake-up per stream.
 ///
-/// Lock order: the state machine's lock, then this one (catch-up reads the store's history).
+/// A client connection may have at most `watchersPerConnectionMax` watchers (over all its
+/// streams), so that one client cannot take all `watchersMax` of the member; a stream may
+/// cancel only its own watchers. History for new watchers is read mostly outside the state
+/// machine's lock (see ``catchUp(stream:machine:)``).
+///
+/// Lock order: the state machine's lock, then this one (the last stretch of catch-up reads the
+/// store's history under both).
 public final class WatchBroker: @unchecked Sendable {
     // Everything below is guarded by `lock`.
     private let lock = NIOLock()
@@ -20,22 +26,32 @@ public final class WatchBroker: @unchecked Sendable {
     /// cancellation for a watch it does not know and then wait on it forever (etcd's clients
     /// drop answers for unknown watch IDs).
     private var announcing: Set<Int64> = []
+    /// Each stream's client connection (``WireInbound/peer``) and each connection's streams.
+    private var connectionOf: [Int: String] = [:]
+    private var streamsOf: [String: Set<Int>] = [:]
+    public let watchersPerConnectionMax: Int
     private var nextStream = 1
     /// The revision of the last batch handed to the hub: every event at or below it is either
     /// delivered or buffered in the hub.
     private var publishedRevision: Int64 = 0
 
-    public init(bufferedEventsMax: Int = 1024, watchersMax: Int = 100_000) {
-        hub = WatchHub(bufferedEventsMax: bufferedEventsMax, watchersMax: watchersMax)
+    public init(bufferedEventsMax: Int = 1024, bufferedBytesMax: Int = 4 << 20, totalBufferedBytesMax: Int = 256 << 20,
+                watchersMax: Int = 100_000, watchersPerConnectionMax: Int = 10_000) {
+        precondition(watchersPerConnectionMax >= 1)
+        hub = WatchHub(bufferedEventsMax: bufferedEventsMax, bufferedBytesMax: bufferedBytesMax,
+                       totalBufferedBytesMax: totalBufferedBytesMax, watchersMax: watchersMax)
+        self.watchersPerConnectionMax = watchersPerConnectionMax
     }
 
-    /// A new stream: its number and the wake-ups it waits on.
-    func openStream() -> (stream: Int, wakeups: AsyncStream<Void>) {
+    /// A new stream of client `connection`: its number and the wake-ups it waits on.
+    func openStream(connection: String) -> (stream: Int, wakeups: AsyncStream<Void>) {
         let (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let stream = lock.withLock {
             let stream = nextStream
             nextStream += 1
             self.wakeups[stream] = continuation
+            connectionOf[stream] = connection
+            streamsOf[connection, default: []].insert(stream)
             return stream
         }
         return (stream, wakeups)
@@ -43,6 +59,10 @@ public final class WatchBroker: @unchecked Sendable {
 
     func closeStream(_ stream: Int) {
         let continuation = lock.withLock {
+            if let connection = connectionOf.removeValue(forKey: stream) {
+                streamsOf[connection]?.remove(stream)
+                if streamsOf[connection]?.isEmpty == true { streamsOf[connection] = nil }
+            }
             for id in watchersOf.removeValue(forKey: stream) ?? [] {
                 hub.cancel(id)
                 owners[id] = nil
@@ -56,21 +76,37 @@ public final class WatchBroker: @unchecked Sendable {
         continuation?.finish()
     }
 
-    /// Registers a watcher for `stream` and feeds it history up to the store's revision. Call with
-    /// the store (under the state machine's lock). Nil when too many watchers exist. Nothing of
-    /// the watcher is drained until ``announced(_:stream:)``.
-    func register(_ registration: WatchHub.Registration, stream: Int, store: KVStore) throws -> Int64? {
-        try lock.withLock {
+    /// Why a watch was not created, in etcd's words where etcd has them.
+    enum Refusal: Error, Equatable {
+        case memberFull
+        case connectionFull(Int)
+
+        var reason: String {
+            switch self {
+            case .memberFull: "etcdserver: too many watchers"
+            case .connectionFull(let limit): "etcdserver: too many watchers on this connection (at most \(limit))"
+            }
+        }
+    }
+
+    /// Registers a watcher for `stream` (under the state machine's lock, for the store's
+    /// revisions). Its history, if it asks for any, is read by ``catchUp(stream:machine:)``; nothing
+    /// of it is drained until ``announced(_:stream:)``.
+    func register(_ registration: WatchHub.Registration, stream: Int, store: KVStore) -> Result<Int64, Refusal> {
+        lock.withLock {
+            if let connection = connectionOf[stream] {
+                let watching = streamsOf[connection, default: []].reduce(0) { $0 + (watchersOf[$1]?.count ?? 0) }
+                if watching >= watchersPerConnectionMax { return .failure(.connectionFull(watchersPerConnectionMax)) }
+            }
             guard let id = hub.register(registration, currentRevision: store.currentRevision, compactRevision: store.compactRevision) else {
-                return nil
+                return .failure(.memberFull)
             }
             owners[id] = stream
             announcing.insert(id)
             watchersOf[stream, default: []].append(id)
             if let ids = watchersOf[stream], ids.count > 1, ids[ids.count - 2] > id { watchersOf[stream]!.sort() }
-            try hub.catchUp(from: store)
             routeCancellations()
-            return id
+            return .success(id)
         }
     }
 
@@ -88,18 +124,38 @@ public final class WatchBroker: @unchecked Sendable {
         continuation?.yield()
     }
 
-    func cancel(_ id: Int64) {
+    /// A client's cancel: only `stream`'s own watchers; others' IDs are ignored.
+    func cancel(_ id: Int64, stream: Int) {
         lock.withLock {
+            guard owners[id] == stream else { return }
             hub.cancel(id)
             routeCancellations()
         }
     }
 
-    /// Continues feeding watchers that are still catching up (under the state machine's lock).
-    func catchUp(store: KVStore) throws {
-        try lock.withLock {
-            try hub.catchUp(from: store)
-            routeCancellations()
+    /// Feeds `stream`'s watchers that still catch up on history: first in bulk from the state
+    /// machine's second connection, outside its lock (applies go on meanwhile), then the last
+    /// stretch, written while that ran, under the lock, where each watcher can go live knowing
+    /// that nothing was published past what it read.
+    func catchUp(stream: Int, machine: KVStateMachine) throws {
+        let ids = lock.withLock { watchersOf[stream] ?? [] }
+        for request in lock.withLock({ hub.historyRequests(among: ids) }) {
+            // A failed bulk read costs nothing: the last stretch reads it all.
+            guard let read = try? machine.readHistory({ store in
+                (try store.history(from: request.from, key: request.key, rangeEnd: request.rangeEnd,
+                                   eventsMax: request.eventsMax, bytesMax: request.bytesMax).map(\.events),
+                 store.compactRevision)
+            }) else { break }
+            lock.withLock {
+                hub.receiveHistory(request, events: read.0, compactRevision: read.1)
+                routeCancellations()
+            }
+        }
+        try machine.read { store in
+            try lock.withLock {
+                try hub.catchUp(from: store, among: ids)
+                routeCancellations()
+            }
         }
     }
 

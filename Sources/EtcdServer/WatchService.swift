@@ -47,7 +47,7 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
 
     func watch(request: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>, response: RPCWriter<Etcdserverpb_WatchResponse>, context: ServerContext) async throws {
         let broker = member.watches
-        let (stream, wakeups) = broker.openStream()
+        let (stream, wakeups) = broker.openStream(connection: context.remotePeer)
         defer { broker.closeStream(stream) }
         let writer = Writer(response)
         let progress = Progress()
@@ -86,22 +86,23 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
                 key: Array(create.key), rangeEnd: Array(create.rangeEnd), startRevision: create.startRevision,
                 prevKv: create.prevKv, noPut: create.filters.contains(.noput), noDelete: create.filters.contains(.nodelete))
             var answer = Etcdserverpb_WatchResponse()
-            let id = try member.stateMachine.read { store in try member.watches.register(registration, stream: stream, store: store) }
+            let registered = member.stateMachine.read { store in member.watches.register(registration, stream: stream, store: store) }
             answer.header = member.header()
-            if let id {
+            switch registered {
+            case .success(let id):
                 answer.watchID = id
                 answer.created = true
                 if create.progressNotify { progress.watch(id) }
-            } else {
+            case .failure(let refusal):
                 answer.watchID = -1
                 answer.created = true
                 answer.canceled = true
-                answer.cancelReason = "etcdserver: too many watchers"
+                answer.cancelReason = refusal.reason
             }
             try await writer.write(answer)
-            if let id { member.watches.announced(id, stream: stream) }
+            if case .success(let id) = registered { member.watches.announced(id, stream: stream) }
         case .cancelRequest(let cancel):
-            member.watches.cancel(cancel.watchID)
+            member.watches.cancel(cancel.watchID, stream: stream)
             progress.unwatch(cancel.watchID)
         case .progressRequest:
             // Answered by the delivering task once every watcher of the stream is in step.
@@ -139,7 +140,7 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
                 try await writer.write(answer)
             }
             guard drained.catchingUp else { break }
-            try member.stateMachine.read { store in try member.watches.catchUp(store: store) }
+            try member.watches.catchUp(stream: stream, machine: member.stateMachine)
             drained = member.watches.drain(stream: stream)
         }
         try await sendProgress(stream: stream, writer: writer, progress: progress)

@@ -13,6 +13,14 @@ public enum KVError: Error, Sendable, Hashable, CaseIterable, CustomStringConver
     case leaseExists
     case leaseTTLTooLarge
     case requestTooLarge
+    /// A range (alone or in a txn) whose keys and values exceed ``KVLimits/rangeResultBytesMax``.
+    case responseTooLarge
+    /// A lease grant past ``KVLimits/leasesMax`` (etcd has no such cap; a member's memory needs one).
+    case tooManyLeases
+    /// A write that adds data while a NOSPACE alarm stands (etcd's `ErrNoSpace`).
+    case noSpace
+    /// A write while a CORRUPT alarm stands (etcd's `ErrCorrupt`).
+    case corrupt
 
     /// The gRPC status codes etcd answers these with.
     public enum GRPCCode: String, Sendable, Hashable {
@@ -20,6 +28,8 @@ public enum KVError: Error, Sendable, Hashable, CaseIterable, CustomStringConver
         case outOfRange = "OutOfRange"
         case notFound = "NotFound"
         case failedPrecondition = "FailedPrecondition"
+        case resourceExhausted = "ResourceExhausted"
+        case dataLoss = "DataLoss"
     }
 
     /// etcd's exact gRPC status message (`rpctypes`), the text etcdctl prints.
@@ -37,6 +47,10 @@ public enum KVError: Error, Sendable, Hashable, CaseIterable, CustomStringConver
         case .leaseExists: "etcdserver: lease already exists"
         case .leaseTTLTooLarge: "etcdserver: too large lease TTL"
         case .requestTooLarge: "etcdserver: request is too large"
+        case .responseTooLarge: "etcdserver: range response is too large (narrow the range or page it with limit)"
+        case .tooManyLeases: "etcdserver: too many leases (revoke unused ones or reuse a lease for several keys)"
+        case .noSpace: "etcdserver: mvcc: database space exceeded"
+        case .corrupt: "etcdserver: corrupt cluster"
         }
     }
 
@@ -55,6 +69,8 @@ public enum KVError: Error, Sendable, Hashable, CaseIterable, CustomStringConver
         case .compacted, .futureRevision, .leaseTTLTooLarge: .outOfRange
         case .leaseNotFound: .notFound
         case .leaseExists: .failedPrecondition
+        case .responseTooLarge, .tooManyLeases, .noSpace: .resourceExhausted
+        case .corrupt: .dataLoss
         }
     }
 
@@ -81,11 +97,23 @@ public struct KVLimits: Sendable, Hashable {
     /// Events one history replay returns at most (whole revisions are never split, so a single
     /// large revision may exceed it).
     public var watchReplayEventsMax: Int
+    /// Bytes of keys and values one range may gather (alone or in a txn; with sorting or
+    /// revision filters, every match counts, as they are all gathered before the `limit` cut).
+    /// Past it the range fails with RESOURCE_EXHAUSTED instead of building the response. etcd's
+    /// only bound is gRPC's 2 GiB message; ours is smaller on purpose: a client pages with
+    /// `limit` (kube-apiserver lists in pages of 500).
+    public var rangeResultBytesMax: Int
+    /// Leases granted and not yet revoked or expired. Past it a grant is refused with
+    /// ``KVError/tooManyLeases`` (RESOURCE_EXHAUSTED), the same answer on every replica, since
+    /// the count is part of the replicated state. Bounds what the leader keeps per lease (a
+    /// deadline) and what a new leader reads when it takes over.
+    public var leasesMax: Int
 
     public init(
         txnOperationsMax: Int = 128, txnNestingDepthMax: Int = 16, requestBytesMax: Int = 1_572_864,
         rangeKeysMax: Int = 0, leaseTTLSecondsMin: Int64 = 2, leaseTTLSecondsMax: Int64 = 9_000_000_000,
-        leaseIDsPerRequestMax: Int = 1000, watchReplayEventsMax: Int = 10_000
+        leaseIDsPerRequestMax: Int = 1000, watchReplayEventsMax: Int = 10_000, rangeResultBytesMax: Int = 64 << 20,
+        leasesMax: Int = 1_000_000
     ) {
         self.txnOperationsMax = txnOperationsMax
         self.txnNestingDepthMax = txnNestingDepthMax
@@ -95,6 +123,8 @@ public struct KVLimits: Sendable, Hashable {
         self.leaseTTLSecondsMax = leaseTTLSecondsMax
         self.leaseIDsPerRequestMax = leaseIDsPerRequestMax
         self.watchReplayEventsMax = watchReplayEventsMax
+        self.rangeResultBytesMax = rangeResultBytesMax
+        self.leasesMax = leasesMax
     }
 
     /// etcd's defaults.
@@ -111,6 +141,8 @@ public struct KVLimits: Sendable, Hashable {
         }
         if leaseIDsPerRequestMax < 1 { return "leaseIDsPerRequestMax must be at least 1" }
         if watchReplayEventsMax < 1 { return "watchReplayEventsMax must be at least 1" }
+        if rangeResultBytesMax < requestBytesMax { return "rangeResultBytesMax must be at least requestBytesMax (a range must be able to return one written key)" }
+        if leasesMax < 1 { return "leasesMax must be at least 1" }
         return nil
     }
 }

@@ -178,6 +178,11 @@ extension KVRequest {
                 for url in list { writer.write(Array(url.utf8)) }
             }
             writer.write(member.removed)
+        case .alarm(let request):
+            writer.write(UInt8(10))
+            writer.write(request.action.rawValue)
+            writer.write(Int64(bitPattern: request.member.memberID))
+            writer.write(request.member.alarm.rawValue)
         }
         return writer.bytes
     }
@@ -224,6 +229,13 @@ extension KVRequest {
                 lists.append(urls)
             }
             request = .memberAttributes(MemberAttributes(id: id, name: name, peerURLs: lists[0], clientURLs: lists[1], removed: try reader.readBool()))
+        case 10:
+            let actionTag = try reader.readByte()
+            guard let action = AlarmRequest.Action(rawValue: actionTag) else { throw .invalidTag(field: "alarm action", tag: actionTag) }
+            let memberID = UInt64(bitPattern: try reader.readInt64())
+            let alarmTag = try reader.readByte()
+            guard let alarm = AlarmType(rawValue: alarmTag) else { throw .invalidTag(field: "alarm type", tag: alarmTag) }
+            request = .alarm(AlarmRequest(action: action, member: AlarmMember(memberID: memberID, alarm: alarm)))
         default:
             throw .invalidTag(field: "request", tag: tag)
         }

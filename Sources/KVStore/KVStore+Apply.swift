@@ -24,6 +24,7 @@ extension KVStore {
     /// Executes one request. etcd's refusals are thrown as ``KVError`` and turned into `.error`
     /// (after the savepoint is rolled back) by the caller.
     func execute(_ request: KVRequest, index: UInt64) throws -> KVResponse {
+        if let refusal = refusalUnderAlarm(request) { throw refusal }
         switch request {
         case .range(let range):
             return .range(try self.range(range, current: state.currentRevision, visibleRevision: state.currentRevision))
@@ -71,7 +72,51 @@ extension KVStore {
         case .memberAttributes(let member):
             try saveMember(member)
             return .memberAttributes(ResponseHeader(revision: state.currentRevision))
+        case .alarm(let alarm):
+            return .alarm(AlarmResponse(header: ResponseHeader(revision: state.currentRevision), alarms: try change(alarm)))
         }
+    }
+
+    /// What a standing alarm refuses, as etcd's capped and corrupt appliers do: with NOSPACE,
+    /// every request that adds data (a put, a txn with a put in any branch, a lease grant);
+    /// with CORRUPT, every change to the keyspace or the leases. Deletes, compactions, revokes
+    /// and expiries still run under NOSPACE: they are how space is won back.
+    func refusalUnderAlarm(_ request: KVRequest) -> KVError? {
+        guard !state.alarms.isEmpty else { return nil }
+        let types = Set(state.alarms.map(\.alarm))
+        if types.contains(.corrupt) {
+            switch request {
+            case .put, .deleteRange, .txn, .compaction, .leaseGrant, .leaseRevoke: return .corrupt
+            case .range, .leaseCheckpoint, .leaseExpire, .memberAttributes, .alarm: break
+            }
+        }
+        if types.contains(.noSpace) {
+            switch request {
+            case .put, .leaseGrant: return .noSpace
+            case .txn(let txn) where txn.addsData: return .noSpace
+            default: break
+            }
+        }
+        return nil
+    }
+
+    /// Raises or clears one alarm; the alarms changed (none when it was already so).
+    private func change(_ request: AlarmRequest) throws -> [AlarmMember] {
+        let alarm = request.member
+        guard alarm.alarm != .none else { return [] }
+        switch request.action {
+        case .activate:
+            guard state.alarms.insert(alarm).inserted else { return [] }
+            let statement = try database.statement("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, 1)")
+            try statement.bind(1, KVStore.metaName(of: alarm))
+            try statement.run()
+        case .deactivate:
+            guard state.alarms.remove(alarm) != nil else { return [] }
+            let statement = try database.statement("DELETE FROM meta WHERE name = ?1")
+            try statement.bind(1, KVStore.metaName(of: alarm))
+            try statement.run()
+        }
+        return [alarm]
     }
 
     /// Ends a write request: the store revision becomes the request's, if it wrote anything.
@@ -314,6 +359,7 @@ extension KVStore {
 
     private func leaseGrant(_ request: LeaseGrantRequest, index: UInt64) throws -> LeaseGrantResponse {
         if request.ttl > limits.leaseTTLSecondsMax { throw KVError.leaseTTLTooLarge }
+        if state.leaseCount >= limits.leasesMax { throw KVError.tooManyLeases }
         let ttl = max(request.ttl, limits.leaseTTLSecondsMin)
         let id: Int64
         if request.id != 0 {
@@ -326,25 +372,40 @@ extension KVStore {
         try statement.bind(1, id)
         try statement.bind(2, ttl)
         try statement.run()
+        state.leaseCount += 1
         return LeaseGrantResponse(header: ResponseHeader(revision: state.currentRevision), id: id, ttl: ttl)
     }
 
+    /// Candidate IDs ``generatedLeaseID(index:)`` tries before it gives up.
+    static let generatedLeaseIDAttemptsMax = 64
+
     /// A positive lease ID derived from the Raft index (SplitMix64), the same on every replica,
     /// and spread out like etcd's so that IDs from different clusters rarely collide.
+    ///
+    /// The candidates are predictable (the index is public), so a client may have granted all of
+    /// them with explicit IDs. That is a state clients can create, so it is a refusal, identical on
+    /// every replica, never a trap: etcd answers a colliding ID with "lease already exists" too.
     private func generatedLeaseID(index: UInt64) throws -> Int64 {
+        for id in KVStore.generatedLeaseIDCandidates(index: index) {
+            if try leaseStatus(id) == nil { return id }
+        }
+        throw KVError.leaseExists
+    }
+
+    /// The IDs ``generatedLeaseID(index:)`` tries at `index`, in order: positive, never 0.
+    static func generatedLeaseIDCandidates(index: UInt64) -> [Int64] {
+        var candidates: [Int64] = []
         var seed = index
-        for _ in 0..<64 {
+        for _ in 0..<generatedLeaseIDAttemptsMax {
             seed &+= 0x9E37_79B9_7F4A_7C15
             var mixed = seed
             mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
             mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
             mixed ^= mixed >> 31
             let id = Int64(bitPattern: mixed & 0x7FFF_FFFF_FFFF_FFFF)
-            if id != 0, try leaseStatus(id) == nil {
-                return id
-            }
+            if id != 0 { candidates.append(id) }
         }
-        preconditionFailure("64 generated lease IDs in a row are taken: the lease table is corrupt")
+        return candidates
     }
 
     /// Deletes the lease and, in one new revision, every key attached to it.
@@ -360,6 +421,7 @@ extension KVStore {
             try statement.bind(1, id)
             try statement.run()
         }
+        state.leaseCount -= 1
         _ = commit(context)
     }
 }

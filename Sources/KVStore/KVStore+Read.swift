@@ -113,18 +113,28 @@ extension KVStore {
         }
         // As etcd: with sorting or filters everything is fetched and cut afterwards; otherwise
         // one key past the limit is enough to know whether there are more.
-        let fetchMax = (request.sortOrder != .none || filtered || limit == 0) ? Int.max : limit + 1
+        // A client may ask for `limit` = Int64.max: `limit + 1` must not overflow.
+        let fetchMax = (request.sortOrder != .none || filtered || limit == 0 || limit == Int.max) ? Int.max : limit + 1
 
         var kvs: [KeyValue] = []
         var count: Int64 = 0
+        var gatheredBytes = 0
+        var tooLarge = false
         try forEachLive(in: KeyRange(key: request.key, rangeEnd: request.rangeEnd), at: revision,
                         withValues: !request.keysOnly && !request.countOnly) { keyValue in
             count += 1
             if !request.countOnly && kvs.count < fetchMax {
+                gatheredBytes += keyValue.approximateBytes
+                // Stop gathering (and reading values) at the cap: the range fails whatever follows.
+                guard gatheredBytes <= limits.rangeResultBytesMax else {
+                    tooLarge = true
+                    return false
+                }
                 kvs.append(keyValue)
             }
             return true
         }
+        if tooLarge { throw KVError.responseTooLarge }
         if request.maxModRevision != 0 { kvs.removeAll { $0.modRevision > request.maxModRevision } }
         if request.minModRevision != 0 { kvs.removeAll { $0.modRevision < request.minModRevision } }
         if request.minCreateRevision != 0 { kvs.removeAll { $0.createRevision < request.minCreateRevision } }
@@ -176,11 +186,23 @@ extension KVStore {
     public func events(from revision: Int64, key: [UInt8], rangeEnd: [UInt8], eventsMax: Int? = nil)
         throws -> Result<[WatchEvent], KVError>
     {
+        try history(from: revision, key: key, rangeEnd: rangeEnd, eventsMax: eventsMax ?? limits.watchReplayEventsMax).map(\.events)
+    }
+
+    /// ``events(from:key:rangeEnd:eventsMax:)`` bounded also by `bytesMax` (the events'
+    /// ``WatchEvent/approximateBytes``; whole revisions, so one large revision may exceed it),
+    /// and whether every event up to the store's revision is in the answer (`complete`) or a
+    /// bound cut it short.
+    public func history(from revision: Int64, key: [UInt8], rangeEnd: [UInt8], eventsMax: Int, bytesMax: Int = .max)
+        throws -> Result<(events: [WatchEvent], complete: Bool), KVError>
+    {
         if revision > 0 && revision < state.compactRevision { return .failure(.compacted) }
-        guard revision > 0, revision <= state.currentRevision else { return .success([]) }
+        guard revision > 0, revision <= state.currentRevision else { return .success(([], true)) }
         let range = KeyRange(key: key, rangeEnd: rangeEnd)
-        let maximum = max(eventsMax ?? limits.watchReplayEventsMax, 1)
-        var rows: [StoredVersion] = []
+        let maximum = max(eventsMax, 1)
+        var events: [WatchEvent] = []
+        var bytes = 0
+        var complete = true
         do {
             let statement = try database.statement("""
                 SELECT \(KVStore.versionColumns) FROM kv
@@ -192,18 +214,20 @@ extension KVStore {
             try statement.bind(3, revision)
             while try statement.step() {
                 let row = StoredVersion(statement)
-                if rows.count >= maximum, let last = rows.last, last.revision != row.revision { break }
-                rows.append(row)
+                if events.count >= maximum || bytes >= bytesMax, let last = events.last, last.kv.modRevision != row.revision {
+                    complete = false
+                    break
+                }
+                let event = row.event
+                bytes += event.approximateBytes
+                events.append(event)
             }
         }
-        var events: [WatchEvent] = []
-        events.reserveCapacity(rows.count)
-        for row in rows {
-            var event = row.event
-            event.prevKv = try liveVersion(of: row.key, at: row.revision - 1)
-            events.append(event)
+        for position in events.indices {
+            let kv = events[position].kv
+            events[position].prevKv = try liveVersion(of: kv.key, at: kv.modRevision - 1)
         }
-        return .success(events)
+        return .success((events, complete))
     }
 
     // MARK: - Hash

@@ -5,6 +5,8 @@ public enum KVStoreError: Error, Sendable, Hashable, CustomStringConvertible {
     /// `apply` was given an index at or below the one already applied: the caller replays wrongly.
     case indexNotIncreasing(index: UInt64, appliedIndex: UInt64)
     case invalidSnapshot(String)
+    /// The database's own meta values break an invariant (an edited or foreign file).
+    case invalidState(String)
     case unsupportedSchema(Int64)
 
     public var description: String {
@@ -12,6 +14,7 @@ public enum KVStoreError: Error, Sendable, Hashable, CustomStringConvertible {
         case .indexNotIncreasing(let index, let appliedIndex):
             "entry index \(index) is not above the applied index \(appliedIndex)"
         case .invalidSnapshot(let reason): "invalid snapshot: \(reason)"
+        case .invalidState(let reason): "invalid store state: \(reason)"
         case .unsupportedSchema(let version): "unsupported store schema version \(version)"
         }
     }
@@ -39,6 +42,11 @@ public final class KVStore {
         var currentRevision: Int64 = 1
         var compactRevision: Int64 = 0
         var appliedIndex: UInt64 = 0
+        /// Rows of the `leases` table (counted at load, kept by grant and revoke), for
+        /// ``KVLimits/leasesMax``.
+        var leaseCount = 0
+        /// Raised alarms, kept in the meta table as `alarm/TYPE/MEMBER` rows.
+        var alarms: Set<AlarmMember> = []
     }
 
     static let schemaVersion: Int64 = 1
@@ -59,6 +67,8 @@ public final class KVStore {
     public var currentRevision: Int64 { state.currentRevision }
     /// Reads below this revision fail with ``KVError/compacted``; 0 before the first compaction.
     public var compactRevision: Int64 { state.compactRevision }
+    /// The alarms that stand, by member and type.
+    public var alarms: [AlarmMember] { state.alarms.sorted() }
 
     /// Checkpoints the WAL off the apply path (nil for an in-memory database).
     let checkpointer: WALCheckpointer?
@@ -86,6 +96,25 @@ public final class KVStore {
         try store.createSchemaIfNeeded()
         try store.loadState()
         return store
+    }
+
+    /// A second connection to the store's file for reading history beside the writer (SQLite's
+    /// WAL lets it read committed data while a batch is written). Use it only through
+    /// ``readConsistently(_:)``; never apply to it.
+    public static func openReader(path: String, limits: KVLimits = .default) throws -> KVStore {
+        let store = KVStore(path: path, limits: limits, database: try SQLiteDatabase(path: path))
+        try store.configureConnection()
+        try store.loadState()
+        return store
+    }
+
+    /// Runs `body` in one read transaction, with the revisions as of its start: what it reads
+    /// is one consistent, committed state, whatever the writer does meanwhile.
+    public func readConsistently<Result>(_ body: (KVStore) throws -> Result) throws -> Result {
+        try database.execute("BEGIN")
+        defer { try? database.execute("COMMIT") }
+        try loadState()
+        return try body(self)
     }
 
     /// Closes the database; the store must not be used afterwards.
@@ -155,10 +184,34 @@ public final class KVStore {
         state = State(
             currentRevision: values["current_revision"] ?? 1,
             compactRevision: values["compact_revision"] ?? 0,
-            appliedIndex: UInt64(bitPattern: values["applied_index"] ?? 0)
+            appliedIndex: UInt64(bitPattern: values["applied_index"] ?? 0),
+            leaseCount: try countLeases(),
+            alarms: Set(values.keys.compactMap(KVStore.alarm(metaName:)))
         )
-        precondition(state.currentRevision >= 1 && state.compactRevision <= state.currentRevision,
-                     "meta table violates revision invariants: \(state)")
+        // The file may have been restored from a peer's image or edited: refuse, never trap.
+        guard state.currentRevision >= 1, state.compactRevision >= 0,
+              state.compactRevision <= state.currentRevision
+        else {
+            throw KVStoreError.invalidState("meta table violates revision invariants: \(state)")
+        }
+    }
+
+    /// The meta row that records `alarm` while it stands.
+    static func metaName(of alarm: AlarmMember) -> String { "alarm/\(alarm.alarm.rawValue)/\(alarm.memberID)" }
+
+    /// The alarm a meta row records, if it is an alarm row of a known type.
+    static func alarm(metaName name: String) -> AlarmMember? {
+        let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "alarm", let type = UInt8(parts[1]).flatMap(AlarmType.init(rawValue:)), type != .none,
+              let member = UInt64(parts[2]) else { return nil }
+        return AlarmMember(memberID: member, alarm: type)
+    }
+
+    private func countLeases() throws -> Int {
+        let statement = try database.statement("SELECT COUNT(*) FROM leases")
+        defer { statement.reset() }
+        guard try statement.step() else { return 0 }
+        return Int(statement.int64(0))
     }
 
     func saveState() throws {
@@ -268,45 +321,16 @@ public final class KVStore {
 
     /// Replaces the whole state with a snapshot from ``snapshotData()``, atomically: either the
     /// snapshot is checked and copied in completely, or the store is unchanged.
-    public func restore(from data: [UInt8]) throws {
-        let header = Array("SQLite format 3".utf8) + [0]
-        guard data.count >= 512, Array(data.prefix(16)) == header else {
-            throw KVStoreError.invalidSnapshot("not an SQLite database image")
-        }
-        var memoryHandle: OpaquePointer?
-        guard sqlite3_open_v2(":memory:", &memoryHandle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK,
-              let memoryHandle
-        else {
-            sqlite3_close_v2(memoryHandle)
-            throw SQLiteError(code: SQLITE_CANTOPEN, message: "cannot open an in-memory database", context: "restoring")
-        }
-        let source = SQLiteDatabase(handle: memoryHandle)
+    ///
+    /// A snapshot may come from a peer, so every check that could otherwise fail later (a trap on
+    /// load, SQL errors on every apply) is made here, before our own data is touched: see
+    /// ``validateSnapshot(_:appliedIndexMin:)``.
+    public func restore(from data: [UInt8], appliedIndexMin: UInt64 = 0) throws {
+        let source = try KVStore.checkedImage(data, appliedIndexMin: appliedIndexMin)
         defer { source.close() }
-        guard let buffer = sqlite3_malloc64(sqlite3_uint64(data.count)) else {
-            throw SQLiteError(code: SQLITE_NOMEM, message: "out of memory", context: "restoring")
+        guard let memoryHandle = source.handle else {
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "no snapshot image", context: "restoring")
         }
-        var image = data
-        image[18] = 1
-        image[19] = 1
-        image.withUnsafeBytes { bytes in
-            buffer.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-        }
-        let flags = UInt32(SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE)
-        try source.check(
-            sqlite3_deserialize(memoryHandle, "main", buffer.assumingMemoryBound(to: UInt8.self),
-                                sqlite3_int64(data.count), sqlite3_int64(data.count), flags),
-            "loading the snapshot")
-        // Check the image before touching our own data.
-        let check = try source.statement("PRAGMA quick_check")
-        guard try check.step(), String(decoding: check.bytes(0), as: UTF8.self) == "ok" else {
-            throw KVStoreError.invalidSnapshot("integrity check failed")
-        }
-        check.reset()
-        let schema = try? source.integer("SELECT value FROM meta WHERE name = 'schema_version'")
-        guard schema == KVStore.schemaVersion else {
-            throw KVStoreError.invalidSnapshot("schema version \(schema.map(String.init) ?? "missing")")
-        }
-
         // The backup API copies every page inside one write transaction of ours: atomic.
         guard let backup = sqlite3_backup_init(database.handle, "main", memoryHandle, "main") else {
             throw SQLiteError(code: sqlite3_errcode(database.handle), message: database.lastErrorMessage,
@@ -323,6 +347,119 @@ public final class KVStore {
         lastAppliedEvents = []
     }
 
+    /// The largest store revision a snapshot may hold: every write adds one, so a revision near
+    /// `Int64.max` can only come from a forged image, and would overflow on the next write.
+    static let snapshotRevisionMax: Int64 = Int64.max / 2
+
+    /// Checks that `data` is a snapshot this store can take without trapping or failing later:
+    /// an SQLite image that passes `quick_check`, of our schema version, with every table and
+    /// column the store uses, meta values that keep the revision invariants (`1 <= current`,
+    /// `0 <= compact <= current`, no stored row above `current`), and an applied index of at least
+    /// `appliedIndexMin` (a peer's snapshot at index N must hold everything up to N). Throws
+    /// ``KVStoreError/invalidSnapshot(_:)`` with the reason. Touches no store: callable from any
+    /// thread.
+    public static func validateSnapshot(_ data: [UInt8], appliedIndexMin: UInt64 = 0) throws {
+        try checkedImage(data, appliedIndexMin: appliedIndexMin).close()
+    }
+
+    /// `data` loaded into an in-memory database and checked (see ``validateSnapshot(_:appliedIndexMin:)``).
+    static func checkedImage(_ data: [UInt8], appliedIndexMin: UInt64) throws -> SQLiteDatabase {
+        let header = Array("SQLite format 3".utf8) + [0]
+        guard data.count >= 512, Array(data.prefix(16)) == header else {
+            throw KVStoreError.invalidSnapshot("not an SQLite database image")
+        }
+        var memoryHandle: OpaquePointer?
+        guard sqlite3_open_v2(":memory:", &memoryHandle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK,
+              let memoryHandle
+        else {
+            sqlite3_close_v2(memoryHandle)
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "cannot open an in-memory database", context: "restoring")
+        }
+        let source = SQLiteDatabase(handle: memoryHandle)
+        do {
+            guard let buffer = sqlite3_malloc64(sqlite3_uint64(data.count)) else {
+                throw SQLiteError(code: SQLITE_NOMEM, message: "out of memory", context: "restoring")
+            }
+            var image = data
+            image[18] = 1
+            image[19] = 1
+            image.withUnsafeBytes { bytes in
+                buffer.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            }
+            let flags = UInt32(SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE)
+            let code = sqlite3_deserialize(memoryHandle, "main", buffer.assumingMemoryBound(to: UInt8.self),
+                                           sqlite3_int64(data.count), sqlite3_int64(data.count), flags)
+            guard code == SQLITE_OK else {
+                throw KVStoreError.invalidSnapshot("SQLite cannot load the image (code \(code))")
+            }
+            try checkImage(source, appliedIndexMin: appliedIndexMin)
+            return source
+        } catch {
+            source.close()
+            throw error
+        }
+    }
+
+    private static func checkImage(_ source: SQLiteDatabase, appliedIndexMin: UInt64) throws {
+        func invalid(_ reason: String) -> KVStoreError { .invalidSnapshot(reason) }
+        do {
+            let check = try source.statement("PRAGMA quick_check")
+            defer { check.reset() }
+            guard try check.step(), String(decoding: check.bytes(0), as: UTF8.self) == "ok" else {
+                throw invalid("integrity check failed")
+            }
+        } catch let error as KVStoreError {
+            throw error
+        } catch {
+            throw invalid("integrity check failed: \(error)")
+        }
+        let schema = try? source.integer("SELECT value FROM meta WHERE name = 'schema_version'")
+        guard schema == KVStore.schemaVersion else {
+            throw invalid("schema version \(schema.map(String.init) ?? "missing")")
+        }
+        // Only our own tables and indexes: a trigger or a view in a forged image would run, or
+        // fail, inside every later apply.
+        let foreign = (try? source.integer("""
+            SELECT COUNT(*) FROM sqlite_master WHERE type NOT IN ('table', 'index')
+               OR (type = 'table' AND name NOT IN ('meta', 'kv', 'leases', 'lease_keys', 'members'))
+            """)) ?? -1
+        guard foreign == 0 else { throw invalid("unexpected tables, views or triggers") }
+        // Every table and column the store reads or writes must be there, or every later apply
+        // would fail (and the member with it, on every restart).
+        for query in [
+            "SELECT name, value FROM meta LIMIT 0",
+            "SELECT \(versionColumns) FROM kv LIMIT 0",
+            "SELECT id, ttl, remaining_ttl FROM leases LIMIT 0",
+            "SELECT lease, key FROM lease_keys LIMIT 0",
+            "SELECT id, name, peer_urls, client_urls FROM members LIMIT 0",
+        ] {
+            do {
+                _ = try source.statement(query)
+            } catch {
+                throw invalid("missing table or column: \(error)")
+            }
+        }
+        func meta(_ name: String) throws -> Int64 {
+            guard let value = try? source.integer("SELECT value FROM meta WHERE name = '\(name)'") else {
+                throw invalid("meta value \(name) missing")
+            }
+            return value
+        }
+        let current = try meta("current_revision")
+        let compact = try meta("compact_revision")
+        let applied = UInt64(bitPattern: try meta("applied_index"))
+        guard current >= 1, current <= snapshotRevisionMax, compact >= 0, compact <= current else {
+            throw invalid("revisions out of range: current \(current), compact \(compact)")
+        }
+        guard applied >= appliedIndexMin else {
+            throw invalid("applied index \(applied) is below the snapshot's index \(appliedIndexMin)")
+        }
+        let newest = (try? source.integer("SELECT COALESCE(MAX(revision), 0) FROM kv")) ?? Int64.max
+        guard newest <= current else {
+            throw invalid("a row at revision \(newest) is above the current revision \(current)")
+        }
+    }
+
     /// Takes a backup's keyspace (keys with their history and revisions, leases, the compaction
     /// point) as the start of a new cluster's store: the old cluster's members and applied index
     /// do not carry over, as with `etcdutl snapshot restore`.
@@ -334,8 +471,14 @@ public final class KVStore {
 
     // MARK: - Status
 
-    /// The database file's size in bytes, for etcd's `Status.dbSize`.
+    /// The database file's size in bytes, for etcd's `Status.dbSize` and the space quota. It
+    /// shrinks only when the file is rewritten (``vacuum()``, etcd's defragment).
     public func databaseSizeBytes() throws -> Int64 {
         try database.integer("PRAGMA page_count") * database.integer("PRAGMA page_size")
+    }
+
+    /// The bytes of the file's pages in use (not on SQLite's free list), for `Status.dbSizeInUse`.
+    public func databaseSizeInUseBytes() throws -> Int64 {
+        try (database.integer("PRAGMA page_count") - database.integer("PRAGMA freelist_count")) * database.integer("PRAGMA page_size")
     }
 }

@@ -411,6 +411,8 @@ public enum KVRequest: Sendable, Hashable {
     case leaseExpire(LeaseExpireRequest)
     /// A member's name and URLs (etcd's "publish"), kept beside the keyspace.
     case memberAttributes(MemberAttributes)
+    /// Raises or clears an alarm (etcd's `AlarmRequest` through the log).
+    case alarm(AlarmRequest)
 }
 
 /// What applying one ``KVRequest`` produced. A request that etcd would reject produces
@@ -428,6 +430,7 @@ public enum KVResponse: Sendable, Hashable {
     case leaseExpire(LeaseExpireResponse)
     /// Member attributes change no revision; the header is the current one.
     case memberAttributes(ResponseHeader)
+    case alarm(AlarmResponse)
     case error(KVError)
 
     /// The store revision the response reports (the current one for errors is not known here: 0).
@@ -443,8 +446,73 @@ public enum KVResponse: Sendable, Hashable {
         case .leaseCheckpoint(let header): header.revision
         case .leaseExpire(let response): response.header.revision
         case .memberAttributes(let header): header.revision
+        case .alarm(let response): response.header.revision
         case .error: 0
         }
+    }
+}
+
+// MARK: - Alarms
+
+/// etcd's alarm types, with its protobuf numbers.
+public enum AlarmType: UInt8, Sendable, Hashable, CaseIterable, Comparable {
+    case none = 0
+    /// The database passed its quota: writes that add data are refused until it is disarmed.
+    case noSpace = 1
+    /// A member's data differs from the others': every write is refused until it is disarmed.
+    case corrupt = 2
+
+    /// etcd's name (`NOSPACE`), as `etcdctl alarm list` prints it.
+    public var name: String {
+        switch self {
+        case .none: "NONE"
+        case .noSpace: "NOSPACE"
+        case .corrupt: "CORRUPT"
+        }
+    }
+
+    public static func < (left: AlarmType, right: AlarmType) -> Bool { left.rawValue < right.rawValue }
+}
+
+/// One raised alarm: which member raised it, and which alarm. Part of the replicated state, so
+/// every member refuses the same writes while it stands.
+public struct AlarmMember: Sendable, Hashable, Comparable {
+    public var memberID: UInt64
+    public var alarm: AlarmType
+
+    public init(memberID: UInt64, alarm: AlarmType) {
+        self.memberID = memberID
+        self.alarm = alarm
+    }
+
+    public static func < (left: AlarmMember, right: AlarmMember) -> Bool {
+        (left.memberID, left.alarm.rawValue) < (right.memberID, right.alarm.rawValue)
+    }
+}
+
+public struct AlarmRequest: Sendable, Hashable {
+    public enum Action: UInt8, Sendable, Hashable {
+        case activate = 1
+        case deactivate = 2
+    }
+
+    public var action: Action
+    public var member: AlarmMember
+
+    public init(action: Action, member: AlarmMember) {
+        self.action = action
+        self.member = member
+    }
+}
+
+public struct AlarmResponse: Sendable, Hashable {
+    public var header: ResponseHeader
+    /// The alarm this request raised or cleared; empty when it changed nothing (as etcd answers).
+    public var alarms: [AlarmMember]
+
+    public init(header: ResponseHeader, alarms: [AlarmMember]) {
+        self.header = header
+        self.alarms = alarms
     }
 }
 

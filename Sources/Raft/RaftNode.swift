@@ -296,9 +296,11 @@ public final class RaftNode<Storage: LogStorage> {
 
     // MARK: Stepping messages
 
-    /// Feeds one message from another node.
+    /// Feeds one message from another node. A message that no correct member could have sent
+    /// (see ``Message/rejection(receiver:)``) is dropped without any effect; shells should call
+    /// that check first to log what they drop.
     public func step(_ message: Message) {
-        guard message.from != noNode, message.from != id else { return }
+        guard message.rejection(receiver: id) == nil else { return }
         if message.term > term {
             if message.type == .requestVote || message.type == .requestPreVote {
                 let isTransfer = message.context == transferCampaignContext
@@ -565,6 +567,9 @@ public final class RaftNode<Storage: LogStorage> {
             }
             return
         }
+        // No correct follower acknowledges entries this leader does not have: such an answer is
+        // ignored, since a match beyond the log would let the commit index pass the last index.
+        guard message.index <= log.lastIndex else { return }
         let wasPaused = follower.isPaused
         guard follower.maybeUpdate(message.index) else {
             progress[message.from] = follower

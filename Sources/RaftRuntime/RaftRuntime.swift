@@ -33,6 +33,12 @@ public actor RaftRuntime: Service {
         public var isLeader = false
     }
     public nonisolated let configuration: RuntimeConfiguration
+
+    /// Whether `node` is this member or a peer the transport knows, i.e. a member of the
+    /// cluster as this member last applied it: certificates bound to other members are refused.
+    public nonisolated func knowsMember(_ node: NodeID) -> Bool {
+        node == id || transport.knowsPeer(node)
+    }
     /// The thread this actor runs on, and its peer connections' event loop.
     nonisolated let loop: any EventLoop
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.executor.asUnownedSerialExecutor() }
@@ -101,7 +107,17 @@ public actor RaftRuntime: Service {
         self.loop = loop
         let inbox = Inbox(eventsMax: configuration.inboundQueueMax)
         self.inbox = inbox
+        let receiver = configuration.id
         transport = PeerTransport(id: configuration.id, group: loop, limits: configuration.transport, security: configuration.peerSecurity, logger: logger) { event in
+            // Checked here, before the inbox, so that a message no correct peer sends never
+            // reaches Raft (where a snapshot would be made durable before it is restored).
+            if case .message(let message) = event,
+               let reason = RaftRuntime.inboundRejection(message, receiver: receiver, stateMachine: stateMachine) {
+                logger.warning("dropping invalid peer message", metadata: [
+                    "from": "\(message.from)", "type": "\(message.type)", "term": "\(message.term)", "reason": "\(reason)",
+                ])
+                return
+            }
             inbox.deliver(event)
         }
         (failures, failureContinuation) = AsyncStream<any Error>.makeStream()
@@ -249,11 +265,38 @@ public actor RaftRuntime: Service {
         expireRequests()
     }
 
+    /// Why a message from a peer must be dropped before it reaches Raft, or nil: the core's
+    /// checks of its meaning (``Message/rejection(receiver:)``), and for a snapshot that its
+    /// payload decodes and that the state machine could restore it
+    /// (``StateMachine/validateSnapshot(_:index:)``). Pure: callable from any thread.
+    static func inboundRejection(_ message: Message, receiver: NodeID, stateMachine: any StateMachine) -> String? {
+        if let rejection = message.rejection(receiver: receiver) { return rejection.description }
+        guard let snapshot = message.snapshot else { return nil }
+        do {
+            let (_, content) = try RuntimeSnapshot.decode(snapshot.data)
+            guard case .data(let data) = content else { return "snapshot without its state machine data" }
+            // Linear in the snapshot's size, on the network thread: snapshots are rare, and one
+            // that cannot be restored must be refused before it is made durable.
+            try stateMachine.validateSnapshot(data, index: snapshot.metadata.index)
+            return nil
+        } catch {
+            return "snapshot refused: \(error)"
+        }
+    }
+
     private func handle(_ event: TransportEvent) {
         guard let raft else { return }
         switch event {
         case .message(let message):
             guard message.to == id else { return }
+            // A member we know neither from the log nor by address (a removed member, or a
+            // stranger) cannot be answered, and must not move our term.
+            guard raft.membership.contains(message.from) || registry[message.from] != nil else {
+                logger.warning("dropping peer message from an unknown member", metadata: [
+                    "from": "\(message.from)", "type": "\(message.type)", "term": "\(message.term)",
+                ])
+                return
+            }
             raft.step(message)
         case .unreachable(let node):
             raft.reportUnreachable(node)
@@ -525,18 +568,20 @@ public actor RaftRuntime: Service {
             }
             // The leader's appends go out while it writes to its own disk (thesis 10.2.1).
             send(ready.messages)
-            if let snapshot = ready.snapshot { try storage.applySnapshot(snapshot) }
-            try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
-            for entry in ready.entries where entry.kind == .membershipChange {
-                if let change = MembershipChange.decode(entry.data) { learnAddress(change) }
-            }
             var job = ApplyJob(entries: ready.committedEntries, commands: commands(in: ready.committedEntries))
+            // Decoded before it is made durable: a snapshot this member cannot restore must never
+            // become its state on disk (it would fail again on every restart).
             if let snapshot = ready.snapshot {
                 let (snapshotRegistry, content) = try RuntimeSnapshot.decode(snapshot.data)
                 guard case .data(let data) = content else {
                     throw RuntimeError.rejected("received a snapshot at \(snapshot.metadata.index) without its state machine data")
                 }
                 job.restore = (snapshot.metadata.index, snapshotRegistry, data)
+                try storage.applySnapshot(snapshot)
+            }
+            try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
+            for entry in ready.entries where entry.kind == .membershipChange {
+                if let change = MembershipChange.decode(entry.data) { learnAddress(change) }
             }
             transport.send(ready.messagesAfterPersist)
             if applyJobsInFlight == 0 && job.restore == nil && job.commands.count <= Self.inlineApplyCommandsMax {
@@ -642,7 +687,8 @@ public actor RaftRuntime: Service {
     private func commands(in entries: [Entry]) -> [PendingCommand] {
         entries.compactMap { entry in
             guard entry.kind == .normal, let envelope = CommandEnvelope.decode(entry.data) else { return nil }
-            return PendingCommand(command: AppliedCommand(index: entry.index, term: entry.term, data: envelope.payload),
+            let awaited = envelope.proposer == id && proposals[envelope.request] != nil
+            return PendingCommand(command: AppliedCommand(index: entry.index, term: entry.term, data: envelope.payload, awaitedHere: awaited),
                                   proposer: envelope.proposer, request: envelope.request)
         }
     }

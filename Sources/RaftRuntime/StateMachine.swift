@@ -5,6 +5,16 @@ public struct AppliedCommand: Sendable, Hashable {
     public var index: UInt64
     public var term: UInt64
     public var data: [UInt8]
+    /// This member proposed the command and a caller here waits for its response. Only then is
+    /// a response worth keeping beyond `apply`: every other replica applies it for the state.
+    public var awaitedHere: Bool
+
+    public init(index: UInt64, term: UInt64, data: [UInt8], awaitedHere: Bool = false) {
+        self.index = index
+        self.term = term
+        self.data = data
+        self.awaitedHere = awaitedHere
+    }
 }
 
 /// What a caller of ``RaftRuntime/propose(_:)`` gets back once its command is applied locally.
@@ -41,10 +51,17 @@ public protocol StateMachine: AnyObject, Sendable {
     /// follower needs the state; it may then return a later state than the snapshot's index
     /// (see ``apply(_:)``'s skipping rule).
     func persist() throws -> UInt64?
+    /// Throws if `data`, a snapshot at `index` received from a peer, is not one ``restore(_:index:)``
+    /// could take. The runtime calls it, on a network thread and concurrently with everything
+    /// else, before the snapshot reaches Raft, and drops the message if it throws: a snapshot is
+    /// made durable before it is restored, so a bad one would otherwise fail the member on every
+    /// restart. It must not touch the state machine's state.
+    func validateSnapshot(_ data: [UInt8], index: UInt64) throws
 }
 
 extension StateMachine {
     public func persist() throws -> UInt64? { nil }
+    public func validateSnapshot(_ data: [UInt8], index: UInt64) throws {}
 }
 
 /// Why a runtime request failed. Each names its cause so that a caller can act on it.

@@ -30,18 +30,32 @@ struct AdminAccess: ParsableArguments {
 }
 
 /// Where and as whom to reach the store (an `AdminAccess` after parsing, or made directly).
+/// Without `--endpoint`, every member the target knows of is tried in turn (as etcdctl does with
+/// several `--endpoints`): the admin config's server or the node's own address first, then the
+/// members of the last member list seen, then (on a node) its initial cluster; so status still
+/// answers when the node named in the config is down.
 struct AdminTarget: Sendable {
     var adminConfig: String?
     var dataDir: String?
     var endpoint: String?
 
-    /// The TLS identity and the endpoint to reach.
-    func resolve() throws -> (identity: TLSIdentity, endpoint: PeerAddress) {
+    /// The TLS identity and the endpoints to try, in order.
+    func resolve() throws -> (identity: TLSIdentity, endpoints: [PeerAddress]) {
+        let explicit = try address(endpoint)
         if let dataDir {
             let config = try NodeConfig.require(dataDir)
             let paths = NodePaths(dataDir: dataDir)
-            let identity = try TLSIdentity.load(certificate: paths.nodeCertificate, key: paths.nodeKey, trustedCA: paths.caCertificate)
-            return (identity, try address(endpoint) ?? PeerAddress(host: config.advertiseAddress, port: config.clientPort))
+            guard !config.worker, FileManager.default.fileExists(atPath: paths.storeClientCertificate) else {
+                throw ValidationError("\(config.nodeName) is a worker: it holds no identity the store accepts; use the admin config (--admin-config)")
+            }
+            let identity = try TLSIdentity.load(certificate: paths.storeClientCertificate, key: paths.storeClientKey, trustedCA: paths.caCertificate)
+            if let explicit { return (identity, [explicit]) }
+            let initial = config.initialCluster.split(separator: ",").compactMap { item -> PeerAddress? in
+                guard let url = item.split(separator: "=", maxSplits: 1).last, let peer = StoreMember.address(ofURL: String(url)) else { return nil }
+                return PeerAddress(host: peer.host, port: config.clientPort)
+            }
+            let own = PeerAddress(host: config.advertiseAddress, port: config.clientPort)
+            return (identity, Self.unique([own] + KnownEndpoints.load(identity) + initial))
         }
         let path = adminConfig ?? ProcessInfo.processInfo.environment["RAFTKUBE_ADMIN_CONFIG"] ?? "/var/lib/raftkube/admin.conf"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -62,8 +76,14 @@ struct AdminTarget: Sendable {
         let key = try Certificate.PrivateKey(pemEncoded: try decoded("client-key-data"))
         let server = try field("server")
         let host = StoreMember.address(ofURL: server)?.host ?? "127.0.0.1"
-        return (TLSIdentity(trust: ClusterTrust(ca: ca), certificateChain: [certificate], privateKey: key),
-                try address(endpoint) ?? PeerAddress(host: host, port: 2379))
+        let identity = TLSIdentity(trust: ClusterTrust(ca: ca), certificateChain: [certificate], privateKey: key)
+        if let explicit { return (identity, [explicit]) }
+        return (identity, Self.unique([PeerAddress(host: host, port: 2379)] + KnownEndpoints.load(identity)))
+    }
+
+    static func unique(_ addresses: [PeerAddress]) -> [PeerAddress] {
+        var seen = Set<String>()
+        return addresses.filter { seen.insert("\($0.host):\($0.port)").inserted }
     }
 
     func address(_ url: String?) throws -> PeerAddress? {
@@ -72,20 +92,55 @@ struct AdminTarget: Sendable {
         return address
     }
 
-    /// The store's member list.
+    /// The store's member list (remembered, so that later commands can reach other members).
     func members() async throws -> [Etcdserverpb_Member] {
-        try await withClient { client in
+        let members = try await withClient { client in
             try await Etcdserverpb_Cluster.Client(wrapping: client).memberList(Etcdserverpb_MemberListRequest()).members
         }
+        if let identity = try? resolve().identity {
+            KnownEndpoints.save(members.flatMap(\.clientUrls).compactMap { StoreMember.address(ofURL: $0) }, for: identity)
+        }
+        return members
     }
 
-    /// Runs `body` with a client of `endpoint` (the resolved one by default).
+    /// Runs `body` with a client of `target`, or of the first of the resolved endpoints that
+    /// can be reached (an unreachable one fails with UNAVAILABLE and the next is tried).
     func withClient<Result: Sendable>(_ target: PeerAddress? = nil, _ body: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result) async throws -> Result {
-        let (identity, endpoint) = try resolve()
+        let (identity, endpoints) = try resolve()
         let security = try APISecurity(identity: identity, clientCertificateRequired: true).clientSecurity(logger: Logger(label: "raftkube.cluster"))
-        return try await withGRPCClient(transport: try .http2NIOPosix(target: StoreMember.target(target ?? endpoint), transportSecurity: security)) { client in
-            try await body(client)
+        var unreachable: [String] = []
+        for endpoint in target.map({ [$0] }) ?? endpoints {
+            do {
+                return try await withGRPCClient(transport: try .http2NIOPosix(target: StoreMember.target(endpoint), transportSecurity: security)) { client in
+                    try await body(client)
+                }
+            } catch let error as RPCError where error.code == .unavailable && target == nil && !error.message.hasPrefix("etcdserver:") {
+                // Not reached (no connection); a member's own answer, such as "etcdserver: no
+                // leader", is the answer and is not retried elsewhere.
+                unreachable.append("\(endpoint.host):\(endpoint.port) (\(error.message))")
+            }
         }
+        throw ValidationError("no member of the store could be reached: \(unreachable.joined(separator: "; "))")
+    }
+}
+
+/// The client endpoints of the last member list a command saw, kept per cluster (by its CA) in
+/// `~/.cache/raftkube`, so that a command still finds a member when the one it knows is down.
+enum KnownEndpoints {
+    static func path(for identity: TLSIdentity) -> String {
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? "/root"
+        return "\(home)/.cache/raftkube/store-endpoints-\(CertificateAuthority.hash(of: identity.trust.ca).dropFirst("sha256:".count).prefix(16))"
+    }
+
+    static func load(_ identity: TLSIdentity) -> [PeerAddress] {
+        guard let text = try? String(contentsOfFile: path(for: identity), encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").prefix(64).compactMap { StoreMember.address(ofURL: String($0)) }
+    }
+
+    /// Best effort: a command works without the cache, so a failure to write it is ignored.
+    static func save(_ endpoints: [PeerAddress], for identity: TLSIdentity) {
+        guard !endpoints.isEmpty else { return }
+        try? DurableFile.write(endpoints.map { "https://\($0.host):\($0.port)" }.joined(separator: "\n") + "\n", to: path(for: identity), secret: false)
     }
 }
 
@@ -213,7 +268,8 @@ struct LeaveCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config = try NodeConfig.require(dataDir)
-        let own = AdminTarget(dataDir: dataDir)
+        // This node's own member, and no other: its status says which member is leaving.
+        let own = AdminTarget(dataDir: dataDir, endpoint: "https://\(config.advertiseAddress):\(config.clientPort)")
         if !config.worker {
             let (id, leader) = try await own.withClient { client in
                 let status = try await Etcdserverpb_Maintenance.Client(wrapping: client).status(Etcdserverpb_StatusRequest())

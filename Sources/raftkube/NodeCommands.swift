@@ -56,18 +56,42 @@ struct NodeConfig: Codable, Sendable {
     }
 }
 
-/// Where a node keeps things under its data directory.
+/// Where a node keeps things under its data directory (all of it private: 0600 files, 0700
+/// directories). Each role has its own certificate:
+/// - `peer`: control-plane nodes' store member (`raftkube:peers`, bound to the member ID): the
+///   peer port, serving the store API and the join port, forwarding to the leader;
+/// - `store-client`: the API server's client of the store (`raftkube:store-clients`);
+/// - `node`: the kubelet's identity (`system:nodes`, CN `system:node:NAME`), on every node; a
+///   worker holds only this and the CA certificate, never the CA key;
+/// - `admin`: the administrator (`system:masters`), written by `init`.
 struct NodePaths {
     let dataDir: String
     var pki: String { "\(dataDir)/pki" }
     var caCertificate: String { "\(pki)/ca.crt" }
     var caKey: String { "\(pki)/ca.key" }
+    var peerCertificate: String { "\(pki)/peer.crt" }
+    var peerKey: String { "\(pki)/peer.key" }
+    var storeClientCertificate: String { "\(pki)/store-client.crt" }
+    var storeClientKey: String { "\(pki)/store-client.key" }
     var nodeCertificate: String { "\(pki)/node.crt" }
     var nodeKey: String { "\(pki)/node.key" }
     var adminCertificate: String { "\(pki)/admin.crt" }
     var adminKey: String { "\(pki)/admin.key" }
     var adminConfig: String { "\(dataDir)/admin.conf" }
     var store: String { "\(dataDir)/store" }
+
+    /// Issues a control-plane node's own certificates with the CA: its peer certificate and its
+    /// store-client certificate (both bound to `memberID`), each with a key of its own.
+    func issueControlPlane(ca: CertificateAuthority, name: String, address: String, memberID: UInt64) throws {
+        let peerKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        try PEMFiles.write([try ca.issue(profile: .peer(memberID: memberID), commonName: name, dnsNames: [name, "localhost"],
+                                         ipAddresses: [address, "127.0.0.1"], publicKey: peerKey.publicKey)], to: peerCertificate)
+        try PEMFiles.write(peerKey, to: self.peerKey)
+        let clientKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        try PEMFiles.write([try ca.issue(profile: .storeClient(memberID: memberID), commonName: "raftkube-apiserver \(name)",
+                                         publicKey: clientKey.publicKey)], to: storeClientCertificate)
+        try PEMFiles.write(clientKey, to: storeClientKey)
+    }
 }
 
 /// Runs a node from its saved configuration: the store member with mutual TLS everywhere, the
@@ -76,6 +100,7 @@ enum NodeRunner {
     static func run(_ config: NodeConfig, dataDir: String, afterStart: (@Sendable (StoreMember, Logger) async -> Void)? = nil) async throws {
         let paths = NodePaths(dataDir: dataDir)
         StoreCommand.bootstrapLogging()
+        try PrivateFiles.prepare(dataDir)
         // `raftkube leave` finds the running node by this file.
         try DurableFile.write("\(getpid())\n", to: "\(dataDir)/node.pid", secret: false)
         let logger = Logger(label: "raftkube.node")
@@ -84,9 +109,12 @@ enum NodeRunner {
             try await ServiceGroup(services: [IdleService()], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
             return
         }
+        for (name, expiry) in try CertificateRenewal.renewDue(paths, clusterName: config.clusterName) {
+            logger.info("renewed a certificate with fewer than \(CertificateRenewal.renewBeforeDays) days left", metadata: ["certificate": "\(name)", "expires": "\(expiry)"])
+        }
         let address = config.advertiseAddress
-        let tls = ["--cert-file", paths.nodeCertificate, "--key-file", paths.nodeKey, "--trusted-ca-file", paths.caCertificate, "--client-cert-auth",
-                   "--peer-cert-file", paths.nodeCertificate, "--peer-key-file", paths.nodeKey, "--peer-trusted-ca-file", paths.caCertificate]
+        let tls = ["--cert-file", paths.peerCertificate, "--key-file", paths.peerKey, "--trusted-ca-file", paths.caCertificate, "--client-cert-auth",
+                   "--peer-cert-file", paths.peerCertificate, "--peer-key-file", paths.peerKey, "--peer-trusted-ca-file", paths.caCertificate]
         let store = try StoreCommand.parse([
             "--name", config.nodeName, "--data-dir", paths.store,
             "--listen-client-urls", "https://\(address):\(config.clientPort)", "--listen-peer-urls", "https://\(address):\(config.peerPort)",
@@ -94,13 +122,14 @@ enum NodeRunner {
             "--initial-cluster-token", config.clusterToken,
         ] + tls)
         let authority = CertificateAuthority(certificate: try PEMFiles.certificates(paths.caCertificate)[0], privateKey: try PEMFiles.privateKey(paths.caKey))
-        let identity = try TLSIdentity.load(certificate: paths.nodeCertificate, key: paths.nodeKey, trustedCA: paths.caCertificate)
+        let identity = try TLSIdentity.load(certificate: paths.peerCertificate, key: paths.peerKey, trustedCA: paths.caCertificate)
         try await store.runMember { member, logger in
             let join = JoinAuthority(member: member, authority: authority, clusterName: config.clusterName,
                                      clientPort: config.clientPort, peerPort: config.peerPort, logger: logger)
             var services: [any Service] = [
                 JoinServer(authority: join, identity: identity, host: address, port: config.joinPort),
                 AutoPromoter(member: member, votersMax: config.votersMax, logger: logger),
+                TokenJanitor(member: member, logger: logger),
             ]
             if let afterStart { services.append(OneShot(member: member, logger: logger, body: afterStart)) }
             return services
@@ -195,8 +224,11 @@ struct InitCommand: AsyncParsableCommand {
     @Option(help: "Name of the cluster (in its CA's name).")
     var clusterName: String = "raftkube"
 
-    @Option(help: "Lifetime of the printed bootstrap token, e.g. 24h, 30m, 10s.")
+    @Option(help: "Lifetime of the printed worker join token, e.g. 24h, 30m, 10s.")
     var tokenTtl: String = "24h"
+
+    @Option(help: "Lifetime of the printed control-plane join token (it hands over the CA key, so it lives short), e.g. 2h.")
+    var controlPlaneTokenTtl: String = "2h"
 
     @Option(help: "How many control-plane nodes become voters (later ones stay learners).")
     var votersMax: Int = 3
@@ -207,10 +239,14 @@ struct InitCommand: AsyncParsableCommand {
     func run() async throws {
         try node.checkFresh(caHash: nil)
         guard let ttl = StoreCommand.duration(tokenTtl), ttl > .zero else { throw ValidationError("--token-ttl: '\(tokenTtl)' is not a duration like 24h or 30m") }
+        guard let controlPlaneTTL = StoreCommand.duration(controlPlaneTokenTtl), controlPlaneTTL > .zero else {
+            throw ValidationError("--control-plane-token-ttl: '\(controlPlaneTokenTtl)' is not a duration like 2h or 30m")
+        }
         guard (1...5).contains(votersMax) else { throw ValidationError("--voters-max must be 1 to 5") }
         let address = node.address
         let name = node.name
         let paths = NodePaths(dataDir: node.dataDir)
+        try PrivateFiles.prepare(node.dataDir)
         func progress(_ line: String) { say("[init] \(line)") }
         if let restore {
             progress("restoring the store from \(restore)")
@@ -221,10 +257,13 @@ struct InitCommand: AsyncParsableCommand {
         let ca = try CertificateAuthority.create(clusterName: clusterName)
         try PEMFiles.write([ca.certificate], to: paths.caCertificate)
         try PEMFiles.write(ca.privateKey!, to: paths.caKey)
-        progress("issuing the certificate of node \(name) for \(address)")
+        let clusterToken = String(ca.hash.dropFirst("sha256:".count).prefix(16))
+        let peerURL = "https://\(address):\(node.peerPort)"
+        progress("issuing the certificates of node \(name) for \(address): peer, store client, node")
+        try paths.issueControlPlane(ca: ca, name: name, address: address, memberID: StoreMember.memberID(peerURL: peerURL, clusterToken: clusterToken))
         let nodeKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        try PEMFiles.write([try ca.issue(profile: .node, commonName: name, dnsNames: [name, "localhost"], ipAddresses: [address, "127.0.0.1"], publicKey: nodeKey.publicKey)],
-                           to: paths.nodeCertificate)
+        try PEMFiles.write([try ca.issue(profile: .node, commonName: JoinAuthority.nodeCommonName(name), dnsNames: [name, "localhost"],
+                                         ipAddresses: [address, "127.0.0.1"], publicKey: nodeKey.publicKey)], to: paths.nodeCertificate)
         try PEMFiles.write(nodeKey, to: paths.nodeKey)
         progress("issuing the administrator's certificate and writing \(paths.adminConfig)")
         let adminKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
@@ -234,28 +273,31 @@ struct InitCommand: AsyncParsableCommand {
         try DurableFile.write(AdminConfig.kubeconfig(clusterName: clusterName, server: "https://\(address):6443",
                                                   ca: ca.certificate, certificate: admin, key: adminKey),
                            to: paths.adminConfig, secret: true)
-        let clusterToken = String(ca.hash.dropFirst("sha256:".count).prefix(16))
         let config = NodeConfig(clusterName: clusterName, clusterToken: clusterToken, nodeName: name, advertiseAddress: address,
                                 clientPort: node.clientPort, peerPort: node.peerPort, joinPort: node.joinPort, worker: false,
-                                initialCluster: "\(name)=https://\(address):\(node.peerPort)", initialClusterState: "new", caHash: ca.hash, votersMax: votersMax)
+                                initialCluster: "\(name)=\(peerURL)", initialClusterState: "new", caHash: ca.hash, votersMax: votersMax)
         try config.save(node.dataDir)
         progress("starting node \(name): store on https://\(address):\(node.clientPort), peers on :\(node.peerPort), joins on :\(node.joinPort)")
-        let token = BootstrapToken()
-        let seconds = Double(ttl.components.seconds)
+        let workerToken = BootstrapToken(), controlPlaneToken = BootstrapToken()
+        let workerSeconds = Double(ttl.components.seconds), controlPlaneSeconds = Double(controlPlaneTTL.components.seconds)
         let joinPort = node.joinPort
-        let ttlText = tokenTtl
+        let (workerTTLText, controlPlaneTTLText) = (tokenTtl, controlPlaneTokenTtl)
         try await NodeRunner.run(config, dataDir: node.dataDir) { member, logger in
-            while !Task.isCancelled {
-                do {
-                    try await BootstrapTokens.create(token, ttl: seconds, description: "made by raftkube init", member: member)
-                    break
-                } catch {
-                    try? await Task.sleep(for: .milliseconds(300))
+            for (token, seconds, controlPlane) in [(controlPlaneToken, controlPlaneSeconds, true), (workerToken, workerSeconds, false)] {
+                while !Task.isCancelled {
+                    do {
+                        try await BootstrapTokens.create(token, ttl: seconds, description: "made by raftkube init", controlPlane: controlPlane, member: member)
+                        break
+                    } catch {
+                        try? await Task.sleep(for: .milliseconds(300))
+                    }
                 }
             }
-            say("[init] the cluster is up; the bootstrap token expires in \(ttlText)")
-            say("[init] join other machines with:")
-            say("raftkube join \(address):\(joinPort) --token \(token) --ca-cert-hash \(ca.hash)")
+            say("[init] the cluster is up")
+            say("[init] join more control-plane nodes (store members; this token hands over the CA key and expires in \(controlPlaneTTLText)) with:")
+            say("raftkube join \(address):\(joinPort) --token \(controlPlaneToken) --ca-cert-hash \(ca.hash) --control-plane")
+            say("[init] join workers (the token expires in \(workerTTLText)) with:")
+            say("raftkube join \(address):\(joinPort) --token \(workerToken) --ca-cert-hash \(ca.hash)")
         }
     }
 }
@@ -300,8 +342,8 @@ struct JoinCommand: AsyncParsableCommand {
     @Option(help: "sha256:<hex> of the cluster CA's public key.")
     var caCertHash: String
 
-    @Flag(help: "Join as a worker (no store member).")
-    var worker = false
+    @Flag(help: "Join as a control-plane node (a store member that holds the CA key): needs a control-plane token. Without it the node joins as a worker.")
+    var controlPlane = false
 
     @OptionGroup var node: NodeOptions
 
@@ -316,15 +358,16 @@ struct JoinCommand: AsyncParsableCommand {
             throw ValidationError("'\(endpoint)' is not ADDRESS:PORT (init prints the exact join command)")
         }
         try node.checkFresh(caHash: caCertHash)
+        try PrivateFiles.prepare(node.dataDir)
         let host = String(endpoint[..<colon])
         let address = node.address
         let name = node.name
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        say("[join] checking \(endpoint) against \(caCertHash), then asking to join as \(worker ? "worker" : "control-plane") node \(name) (\(address))")
+        say("[join] checking \(endpoint) against \(caCertHash), then asking to join as \(controlPlane ? "control-plane" : "worker") node \(name) (\(address))")
         let response: JoinResponse
         do {
             response = try await JoinClient.join(host: host, port: port, caHash: caCertHash, request: JoinRequest(
-                token: token, nodeName: name, advertiseAddress: address, worker: worker, publicKey: try key.publicKey.serializeAsPEM().pemString))
+                token: token, nodeName: name, advertiseAddress: address, controlPlane: controlPlane, publicKey: try key.publicKey.serializeAsPEM().pemString))
         } catch {
             say("[join] refused: \(error)")
             throw ExitCode(1)
@@ -343,12 +386,21 @@ struct JoinCommand: AsyncParsableCommand {
         try PEMFiles.write(caCertificate, to: paths.caCertificate, secret: false)
         try PEMFiles.write(certificate, to: paths.nodeCertificate, secret: false)
         try PEMFiles.write(key, to: paths.nodeKey)
-        if let caKey = response.caKey { try PEMFiles.write(caKey, to: paths.caKey, secret: true) }
+        if controlPlane {
+            guard let caKey = response.caKey, response.initialCluster != nil else {
+                say("[join] the server's answer to a control-plane join has no CA key or member list")
+                throw ExitCode(1)
+            }
+            try PEMFiles.write(caKey, to: paths.caKey, secret: true)
+            let ca = CertificateAuthority(certificate: try PEMFiles.certificates(paths.caCertificate)[0], privateKey: try PEMFiles.privateKey(paths.caKey))
+            let memberID = StoreMember.memberID(peerURL: "https://\(address):\(node.peerPort)", clusterToken: clusterToken)
+            try paths.issueControlPlane(ca: ca, name: name, address: address, memberID: memberID)
+        }
         let config = NodeConfig(clusterName: clusterName, clusterToken: clusterToken, nodeName: name, advertiseAddress: address,
-                                clientPort: node.clientPort, peerPort: node.peerPort, joinPort: node.joinPort, worker: worker,
+                                clientPort: node.clientPort, peerPort: node.peerPort, joinPort: node.joinPort, worker: !controlPlane,
                                 initialCluster: response.initialCluster ?? "", initialClusterState: "existing", caHash: caCertHash, votersMax: 3)
         try config.save(node.dataDir)
-        say("[join] joined \(clusterName) as \(name); starting the node (a learner until it has caught up)")
+        say("[join] joined \(clusterName) as \(name); starting the node\(controlPlane ? " (a learner until it has caught up)" : " (a worker: no store member, no CA key)")")
         try await NodeRunner.run(config, dataDir: node.dataDir)
     }
 }

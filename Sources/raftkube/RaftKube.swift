@@ -9,13 +9,13 @@ struct RaftKube: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raftkube",
         abstract: "A Kubernetes-style container orchestrator built on its own Raft.",
-        subcommands: [InitCommand.self, JoinCommand.self, StartCommand.self, LeaveCommand.self, ClusterCommand.self, TokenCommand.self, StoreCommand.self, Bench.self, RaftNodeCommand.self])
+        subcommands: [InitCommand.self, JoinCommand.self, StartCommand.self, LeaveCommand.self, ClusterCommand.self, TokenCommand.self, CertsCommand.self, StoreCommand.self, Bench.self, RaftNodeCommand.self])
 }
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rerunnable benchmarks; figures go in docs/benchmarks.md.",
-        subcommands: [RaftCore.self, RaftSimulator.self, RaftRuntime.self, Put.self, Range.self, Txn.self, Watch.self])
+        subcommands: [RaftCore.self, RaftSimulator.self, RaftRuntime.self, Put.self, Range.self, Txn.self, Watch.self, Idle.self])
 }
 
 extension Bench {

@@ -107,6 +107,20 @@ final class AppendOnlyList: StateMachine, @unchecked Sendable {
     }
 
     func restore(_ data: [UInt8], index: UInt64) throws {
+        let restored = try Self.decode(data)
+        lock.withLock {
+            items = restored
+            lastIndex = index
+        }
+    }
+
+    func validateSnapshot(_ data: [UInt8], index: UInt64) throws {
+        _ = try Self.decode(data)
+    }
+
+    /// The items of a snapshot from ``snapshot()``; throws for bytes that are not one (a count
+    /// beyond the bytes present, trailing bytes).
+    static func decode(_ data: [UInt8]) throws -> [[UInt8]] {
         var buffer = ByteBuffer(bytes: data)
         guard let count = buffer.readInteger(endianness: .little, as: UInt32.self) else { throw RuntimeError.rejected("bad list snapshot") }
         var restored: [[UInt8]] = []
@@ -116,10 +130,8 @@ final class AppendOnlyList: StateMachine, @unchecked Sendable {
             }
             restored.append(bytes)
         }
-        lock.withLock {
-            items = restored
-            lastIndex = index
-        }
+        guard buffer.readableBytes == 0 else { throw RuntimeError.rejected("bad list snapshot: trailing bytes") }
+        return restored
     }
 
     var durableAppliedIndex: UInt64 { 0 }

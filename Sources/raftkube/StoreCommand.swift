@@ -4,7 +4,9 @@ import EtcdServer
 import KVStore
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import Raft
+import X509
 import RaftRuntime
 import ServiceLifecycle
 
@@ -48,6 +50,9 @@ struct StoreCommand: AsyncParsableCommand {
     @Option(help: "Applied entries between snapshots of the keyspace (etcd's --snapshot-count).")
     var snapshotCount: UInt64 = 100_000
 
+    @Option(help: "Database size in bytes past which writes that add data are refused and the NOSPACE alarm is raised (etcd's --quota-backend-bytes; 0: 2 GiB; at most 3 GiB, since snapshots travel in one buffer; negative: no quota, which lets a database outgrow what a snapshot can carry).")
+    var quotaBackendBytes: Int64 = 0
+
     @Option(help: "Milliseconds per Raft tick.")
     var heartbeatInterval: Int = 100
 
@@ -60,8 +65,11 @@ struct StoreCommand: AsyncParsableCommand {
     @Option(help: "CA certificate (PEM) that client certificates must chain to.")
     var trustedCaFile: String?
 
-    @Flag(help: "Require a client certificate issued by --trusted-ca-file on the etcd API.")
-    var clientCertAuth = false
+    @Flag(inversion: .prefixedNo, help: "Require a client certificate issued by --trusted-ca-file on the etcd API (the default with https client URLs; --no-client-cert-auth lets anyone who reaches the port in).")
+    var clientCertAuth: Bool?
+
+    @Flag(help: "Allow plain http:// URLs on addresses other than loopback (anyone on the network can then read and write the store, or pose as a peer).")
+    var insecurePlaintext = false
 
     @Option(help: "TLS certificate (PEM) for peer traffic; peer URLs are then https and peers must present a node certificate of the same CA.")
     var peerCertFile: String?
@@ -133,10 +141,35 @@ struct StoreCommand: AsyncParsableCommand {
         try await runMember { _, _ in [] }
     }
 
+    /// Refuses plain http on an address other than loopback unless `--insecure-plaintext` says so;
+    /// returns the URLs that are plaintext off loopback (for the warning).
+    static func checkPlaintext(_ urls: [String], allowed: Bool) throws -> [String] {
+        let exposed = urls.filter { url in
+            guard url.hasPrefix("http://"), let address = StoreMember.address(ofURL: url) else { return false }
+            return !isLoopback(address.host)
+        }
+        if !exposed.isEmpty && !allowed {
+            throw ValidationError("\(exposed.joined(separator: ", ")): plain http on a network address lets anyone who reaches it read and write the store or pose as a peer; use https with certificates (docs/etcd.md), a loopback address, or --insecure-plaintext if you mean it")
+        }
+        return exposed
+    }
+
+    /// Whether `host` is a loopback address or name (127.0.0.0/8, ::1, localhost).
+    static func isLoopback(_ host: String) -> Bool {
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        if bare == "localhost" || bare == "::1" { return true }
+        guard let bytes = ipAddressBytes(bare) else { return false }
+        if bytes.count == 4 { return bytes[0] == 127 }
+        return bytes == [UInt8](repeating: 0, count: 15) + [1]
+    }
+
     /// Runs the member with `extraServices` (made from the member once it exists) in its
     /// service group: `init`/`join`/`start` add the join endpoint and the promoter.
     func runMember(extraServices: (StoreMember, Logger) throws -> [any Service]) async throws {
         guard ["new", "existing"].contains(initialClusterState) else { throw ValidationError("--initial-cluster-state must be new or existing") }
+        guard quotaBackendBytes <= StoreMember.quotaBackendBytesLimit else {
+            throw ValidationError("--quota-backend-bytes \(quotaBackendBytes) is above \(StoreMember.quotaBackendBytesLimit) (3 GiB): a snapshot of a larger database would not fit the one buffer it travels in")
+        }
         let client = try Self.endpoint(listenClientUrls, option: "--listen-client-urls")
         let peer = try Self.endpoint(listenPeerUrls, option: "--listen-peer-urls")
         let advertisedPeer = initialAdvertisePeerUrls ?? listenPeerUrls
@@ -162,7 +195,14 @@ struct StoreCommand: AsyncParsableCommand {
             }
         }
         guard let derivedID = myID else { throw ValidationError("--name \(name) is not in --initial-cluster") }
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        let plaintext = try Self.checkPlaintext([listenClientUrls, listenPeerUrls, advertisedPeer, advertisedClient], allowed: insecurePlaintext)
+        try PrivateFiles.prepare(dataDir)
+        // One process per data directory: a second one fails at once (it used to hang before
+        // its first log line, and did not heed SIGTERM). The lock lives as long as the process.
+        let lockDescriptor = open(dataDir + "/store.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard lockDescriptor >= 0, flock(lockDescriptor, LOCK_EX | LOCK_NB) == 0 else {
+            throw ValidationError("\(dataDir) is in use by another raftkube process (its store.lock is held): stop that one first")
+        }
         // The ID is fixed at the first start and kept in the data directory, as etcd keeps it:
         // after `member update` changes this member's peer URL, the URL no longer derives it.
         let id = try Self.memberID(dataDir: dataDir, derived: derivedID)
@@ -174,6 +214,10 @@ struct StoreCommand: AsyncParsableCommand {
         StoreCommand.bootstrapLogging()
         var logger = Logger(label: "raftkube.store")
         logger[metadataKey: "member"] = "\(name)"
+        if !plaintext.isEmpty {
+            logger.warning("serving plain http on network addresses (--insecure-plaintext): anyone who reaches them can read and write the store or pose as a peer",
+                           metadata: ["urls": "\(plaintext.joined(separator: ","))"])
+        }
         guard let progressInterval = Self.duration(experimentalWatchProgressNotifyInterval), progressInterval > .zero else {
             throw ValidationError("--experimental-watch-progress-notify-interval: '\(experimentalWatchProgressNotifyInterval)' is not a duration like 10m, 5s or 500ms")
         }
@@ -190,17 +234,35 @@ struct StoreCommand: AsyncParsableCommand {
         configuration.snapshotIntervalEntries = snapshotCount
         configuration.compactionMarginEntries = min(5_000, snapshotCount)
         let peerURLs = [listenPeerUrls, advertisedPeer] + initialMembers.values.flatMap(\.peerURLs)
+        // Certificates bound to a member (peers', API servers' store clients) are good only while
+        // that member is in the cluster: a removed node's certificates are refused at once, on
+        // the peer port and the client port alike. The runtime is made below; until then no
+        // connection is accepted anyway.
+        let runtimeReference = NIOLockedValueBox<RaftRuntime?>(nil)
+        let revocation: @Sendable (Certificate) -> String? = { certificate in
+            guard let member = CertificateAuthority.memberID(of: certificate),
+                  let runtime = runtimeReference.withLockedValue({ $0 }), !runtime.knowsMember(member)
+            else { return nil }
+            return "certificate \"\(certificate.subject)\" belongs to member \(String(member, radix: 16)), which is not a member of this cluster (removed, or never added)"
+        }
         if let peerIdentity = try Self.identity(certificate: peerCertFile, key: peerKeyFile, ca: peerTrustedCaFile,
-                                                options: "--peer-cert-file, --peer-key-file and --peer-trusted-ca-file", urls: peerURLs) {
-            // Peers accept only node certificates of the cluster, in both directions.
+                                                options: "--peer-cert-file, --peer-key-file and --peer-trusted-ca-file", urls: peerURLs)?.revoking(revocation) {
+            // Peers accept only peer certificates of the cluster, each bound to one member, in both
+            // directions; an accepted connection speaks only for the member its certificate names.
+            let peers: Set<String> = [CertificateAuthority.peerOrganization]
             configuration.peerSecurity = ChannelSecurity(
-                secureAccepted: try peerIdentity.serverSecurer(requiring: CertificateAuthority.nodeOrganization, logger: logger, context: "peer connection in"),
-                secureConnecting: try peerIdentity.clientSecurer(requiring: CertificateAuthority.nodeOrganization, logger: logger, context: "peer connection out"))
+                secureAccepted: try peerIdentity.serverSecurer(requiring: peers, memberBound: true, logger: logger, context: "peer connection in"),
+                secureConnecting: try peerIdentity.clientSecurer(requiring: peers, memberBound: true, logger: logger, context: "peer connection out"),
+                identifyAccepted: { channel in TLSIdentity.peerMemberID(of: channel) })
         }
         let clientIdentity = try Self.identity(certificate: certFile, key: keyFile, ca: trustedCaFile,
-                                               options: "--cert-file, --key-file and --trusted-ca-file", urls: [listenClientUrls, advertisedClient])
-        if clientCertAuth && clientIdentity == nil { throw ValidationError("--client-cert-auth needs --cert-file, --key-file and --trusted-ca-file") }
+                                               options: "--cert-file, --key-file and --trusted-ca-file", urls: [listenClientUrls, advertisedClient])?.revoking(revocation)
+        if clientCertAuth == true && clientIdentity == nil { throw ValidationError("--client-cert-auth needs --cert-file, --key-file and --trusted-ca-file") }
+        if clientCertAuth == false && clientIdentity != nil {
+            logger.warning("https without client certificates (--no-client-cert-auth): anyone who reaches the client port can read and write the store")
+        }
         let runtime = RaftRuntime(configuration: configuration, stateMachine: stateMachine, logger: logger)
+        runtimeReference.withLockedValue { $0 = runtime }
         // The cluster ID is derived from the initial member list, so every member agrees on it.
         let clusterID = StoreMember.memberID(peerURL: initialCluster, clusterToken: initialClusterToken)
         let attributes = MemberAttributes(id: id, name: name, peerURLs: [advertisedPeer], clientURLs: [advertisedClient])
@@ -208,8 +270,9 @@ struct StoreCommand: AsyncParsableCommand {
         var member = StoreMember(runtime: runtime, stateMachine: stateMachine, watches: watches, clusterID: clusterID,
                                  clusterToken: initialClusterToken, attributes: attributes, initialMembers: initialMembers)
         member.watchProgressNotifyInterval = progressInterval
+        member.quotaBackendBytes = quotaBackendBytes == 0 ? StoreMember.defaultQuotaBackendBytes : quotaBackendBytes
         member.logger = logger
-        if let clientIdentity { member.security = try APISecurity(identity: clientIdentity, clientCertificateRequired: clientCertAuth) }
+        if let clientIdentity { member.security = try APISecurity(identity: clientIdentity, clientCertificateRequired: clientCertAuth ?? true) }
         let leases = LeaseKeeper(member: member, extensionMs: Int64(heartbeatInterval * 10))
         let api = EtcdGRPCServer(member: member, leases: leases, host: client.host, port: client.port, logger: logger)
         let services: [any Service] = [runtime, leases, api, MemberPublisher(member: member)] + (try extraServices(member, logger))

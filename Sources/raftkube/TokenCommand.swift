@@ -45,15 +45,23 @@ struct TokenCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make a bootstrap token and print the join command that uses it.")
         @OptionGroup var location: Location
-        @Option(help: "Lifetime, e.g. 24h, 30m, 10s.")
-        var ttl: String = "24h"
+        @Option(help: "Lifetime, e.g. 24h, 30m, 10s (default 24h for a worker token, 2h for a control-plane token).")
+        var ttl: String?
         @Option(help: "What the token is for.")
         var description: String = ""
+        @Flag(help: "A token that admits control-plane nodes (store members, which receive the CA key); without it the token admits workers only.")
+        var controlPlane = false
 
         func run() async throws {
-            guard let duration = StoreCommand.duration(ttl), duration > .zero else { throw ValidationError("--ttl: '\(ttl)' is not a duration like 24h or 30m") }
+            let seconds: Double
+            if let ttl {
+                guard let duration = StoreCommand.duration(ttl), duration > .zero else { throw ValidationError("--ttl: '\(ttl)' is not a duration like 24h or 30m") }
+                seconds = Double(duration.components.seconds)
+            } else {
+                seconds = controlPlane ? BootstrapTokens.controlPlaneTTLSeconds : BootstrapTokens.workerTTLSeconds
+            }
             let token = BootstrapToken()
-            let (key, value) = try BootstrapTokens.entry(token, ttl: Double(duration.components.seconds), description: description)
+            let (key, value) = try BootstrapTokens.entry(token, ttl: seconds, description: description, controlPlane: controlPlane)
             let config = try await TokenCommand.withStore(location.dataDir) { config, kv in
                 var put = Etcdserverpb_PutRequest()
                 put.key = Data(key)
@@ -62,7 +70,7 @@ struct TokenCommand: AsyncParsableCommand {
                 return config
             }
             print(token)
-            print("raftkube join \(config.advertiseAddress):\(config.joinPort) --token \(token) --ca-cert-hash \(config.caHash)")
+            print("raftkube join \(config.advertiseAddress):\(config.joinPort) --token \(token) --ca-cert-hash \(config.caHash)\(controlPlane ? " --control-plane" : "")")
         }
     }
 
@@ -77,12 +85,13 @@ struct TokenCommand: AsyncParsableCommand {
                 range.rangeEnd = Data(BootstrapTokens.prefix.utf8.dropLast() + [UInt8(ascii: "/") + 1])
                 return try await kv.range(range).kvs.map { ($0.key, $0.value) }
             }
-            print("ID      EXPIRES                        DESCRIPTION")
+            print("ID      ADMITS         EXPIRES                        DESCRIPTION")
             for (key, value) in rows {
                 guard let record = try? JSONDecoder().decode(BootstrapTokens.Record.self, from: value) else { continue }
                 let id = String(decoding: key.dropFirst(BootstrapTokens.prefix.utf8.count), as: UTF8.self)
                 let expires = Date(timeIntervalSince1970: record.expires)
-                print("\(id)  \(expires)\(expires < Date() ? " (expired)" : "")  \(record.description)")
+                let admits = record.admitsControlPlane ? "control-plane" : "workers      "
+                print("\(id)  \(admits)  \(expires)\(expires < Date() ? " (expired)" : "")  \(record.description)")
             }
         }
     }

@@ -70,7 +70,7 @@ struct TLSHandshakeTests {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(
                         context: context,
-                        customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: CertificateAuthority.nodeOrganization, logger: logger, context: "test server")))
+                        customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: [CertificateAuthority.peerOrganization], memberBound: true, logger: logger, context: "test server")))
                     try channel.pipeline.syncOperations.addHandler(EchoHandler())
                 }
             }
@@ -88,7 +88,7 @@ struct TLSHandshakeTests {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(
                         context: context, serverHostname: nil,
-                        customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: CertificateAuthority.nodeOrganization, logger: logger, context: "test client")))
+                        customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: [CertificateAuthority.peerOrganization], memberBound: true, logger: logger, context: "test client")))
                     try channel.pipeline.syncOperations.addHandler(FirstReadHandler(promise: promise))
                 }
             }
@@ -98,23 +98,24 @@ struct TLSHandshakeTests {
         return try await promise.futureResult.get()
     }
 
-    @Test("two nodes of one cluster talk; a foreign, an expired and an admin certificate are refused with the reason logged")
+    @Test("two peers of one cluster talk; a foreign, an expired, a worker's and an admin certificate are refused with the reason logged")
     func handshakes() async throws {
         let ca = try CertificateAuthority.create(clusterName: "lab")
         let serverLog = RecordingLogHandler()
         let serverLogger = Logger(label: "server") { _ in serverLog }
         let quiet = Logger(label: "client") { _ in SwiftLogNoOpLogHandler() }
-        let server = try await Self.server(try Self.identity(ca, .node, name: "vm1"), logger: serverLogger)
+        let server = try await Self.server(try Self.identity(ca, .peer(memberID: 1), name: "vm1"), logger: serverLogger)
         defer { server.close(promise: nil) }
         let port = try #require(server.localAddress?.port)
 
-        #expect(try await Self.exchange(try Self.identity(ca, .node, name: "vm2"), port: port, logger: quiet) == "ping")
+        #expect(try await Self.exchange(try Self.identity(ca, .peer(memberID: 2), name: "vm2"), port: port, logger: quiet) == "ping")
 
         let other = try CertificateAuthority.create(clusterName: "elsewhere")
         let cases: [(TLSIdentity, String)] = [
-            (try Self.identity(other, .node, name: "intruder", trusting: ca.certificate), "was not issued by this cluster's CA"),
-            (try Self.identity(ca, .node, name: "stale", now: Date().addingTimeInterval(-10 * 86_400), days: 1), "expired"),
-            (try Self.identity(ca, .client(organization: CertificateAuthority.adminOrganization), name: "admin"), "is not a raftkube:nodes certificate"),
+            (try Self.identity(other, .peer(memberID: 4), name: "intruder", trusting: ca.certificate), "was not issued by this cluster's CA"),
+            (try Self.identity(ca, .peer(memberID: 5), name: "stale", now: Date().addingTimeInterval(-10 * 86_400), days: 1), "expired"),
+            (try Self.identity(ca, .node, name: "system:node:worker"), "is not a raftkube:peers certificate"),
+            (try Self.identity(ca, .client(organization: CertificateAuthority.adminOrganization), name: "admin"), "is not a raftkube:peers certificate"),
         ]
         for (identity, reason) in cases {
             await #expect(throws: (any Error).self, "\(reason)") { _ = try await Self.exchange(identity, port: port, logger: quiet) }
@@ -124,12 +125,12 @@ struct TLSHandshakeTests {
 
         // A client that trusts another CA refuses the server, and says so.
         let clientLog = RecordingLogHandler()
-        let misled = try Self.identity(other, .node, name: "vm9")
+        let misled = try Self.identity(other, .peer(memberID: 9), name: "vm9")
         await #expect(throws: (any Error).self) {
             _ = try await Self.exchange(misled, port: port, logger: Logger(label: "client") { _ in clientLog })
         }
         #expect(clientLog.lines.withLockedValue { $0 }.contains { $0.contains("was not issued by this cluster's CA") })
         // The server still serves its own cluster after all that.
-        #expect(try await Self.exchange(try Self.identity(ca, .node, name: "vm3"), port: port, logger: quiet) == "ping")
+        #expect(try await Self.exchange(try Self.identity(ca, .peer(memberID: 3), name: "vm3"), port: port, logger: quiet) == "ping")
     }
 }

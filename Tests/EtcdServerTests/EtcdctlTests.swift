@@ -104,6 +104,18 @@ struct EtcdctlTests {
         let leader = try #require(status.split(separator: "\n").first { $0.contains(", true,") }.map { String($0.split(separator: ",")[0]) })
         let kept = try cluster.etcdctl(["lease", "keep-alive", "--once", short], endpoints: leader)
         #expect(kept.output.contains("keepalived with TTL(8)"), "\(kept.output)")
+        // Through a follower, keep-alives are forwarded to the leader over the one connection the
+        // follower keeps to it (not a connection per keep-alive).
+        let forwardedLease = try #require(leaseID(try cluster.etcdctl(["lease", "grant", "60"]).output))
+        let leaderPort = try #require(leader.split(separator: ":").last.flatMap { Int($0) })
+        for member in 1...3 where cluster.clientPort(member) != leaderPort {
+            for _ in 0..<4 {
+                let forwarded = try cluster.etcdctl(["lease", "keep-alive", "--once", forwardedLease], endpoints: "127.0.0.1:\(cluster.clientPort(member))")
+                #expect(forwarded.output.contains("keepalived with TTL(60)"), "\(forwarded.output)")
+            }
+            let pid = try #require(cluster.processIdentifier(member))
+            #expect(Self.establishedConnections(pid: pid, toPort: leaderPort) == 1, "member \(member)'s connections to the leader")
+        }
         // Without keep-alives the lease expires within its TTL (plus the check interval) and takes its key.
         var expired = false
         for _ in 0..<80 where !expired {
@@ -119,6 +131,25 @@ struct EtcdctlTests {
         #expect(try cluster.etcdctl(["get", "k2"]).output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
         let unknown = try cluster.etcdctl(["lease", "revoke", "1234"])
         #expect(unknown.status != 0 && unknown.output.contains("requested lease not found"))
+    }
+
+    /// Established TCP connections (IPv4) of process `pid` to local port `port`: its sockets'
+    /// inodes from /proc/PID/fd, matched in /proc/net/tcp.
+    static func establishedConnections(pid: Int32, toPort port: Int) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        let inodes = Set(fds.compactMap { fd -> String? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"),
+                  target.hasPrefix("socket:[") else { return nil }
+            return String(target.dropFirst(8).dropLast())
+        })
+        // Read to the end: /proc files report size 0, and String(contentsOfFile:) stops early.
+        let table = String(decoding: FileHandle(forReadingAtPath: "/proc/\(pid)/net/tcp")?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
+        let hex = String(port, radix: 16, uppercase: true)
+        let remote = ":" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+        return table.split(separator: "\n").dropFirst().filter { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 9 && fields[2].hasSuffix(remote) && fields[3] == "01" && inodes.contains(String(fields[9]))
+        }.count
     }
 
     @Test("Bad requests get etcd's errors and change nothing")

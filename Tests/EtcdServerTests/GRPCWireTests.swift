@@ -112,14 +112,16 @@ struct GRPCWireCurlTests {
                      "grpc-status: 12", "grpc-message: unknown method /etcdserverpb.KV/Nope")
         expectHeader(try Self.curl(range, grpc + ["-H", "grpc-encoding: gzip"], body: Self.prefixed(request)),
                      "grpc-status: 12", "grpc-message: grpc: Decompressor is not installed for grpc-encoding \"gzip\"")
-        // Refused at the prefix: 3 MiB announced, 3 bytes sent; then 3 MiB sent, more than the
-        // stream's window: the rest is dropped and its window returned, so curl finishes.
+        // Refused at the prefix: 3 MiB announced, 3 bytes sent; then refusals with a body of 1 MiB
+        // after them, which the member reads and drops. Bodies stay within the stream's first
+        // window: curl (7.88) that has its whole answer and must wait for window to send the rest
+        // sometimes stops sending and waits for its timeout, whatever the server does. That the
+        // member returns the window of dropped bytes is tested without curl (GRPCLimitsTests, a
+        // 100 MiB refused message sent whole).
         expectHeader(try Self.curl(range, grpc, body: Self.prefixed(request, length: 3 << 20)),
                      "grpc-status: 8", "grpc-message: grpc: received message larger than max (3145728 vs. 2097152)")
-        expectHeader(try Self.curl(range, grpc, body: Self.prefixed(Array(repeating: 0, count: 3 << 20))),
-                     "grpc-status: 8", "grpc-message: grpc: received message larger than max (3145728 vs. 2097152)")
-        expectHeader(try Self.curl(base + "/etcdserverpb.KV/Nope", grpc, body: Array(repeating: 0, count: 3 << 20)), "grpc-status: 12")
-        expectHeader(try Self.curl(range, ["-H", "content-type: text/plain"], body: Array(repeating: 0, count: 3 << 20)), "HTTP/2 415")
+        expectHeader(try Self.curl(base + "/etcdserverpb.KV/Nope", grpc, body: Array(repeating: 0, count: 1 << 20)), "grpc-status: 12")
+        expectHeader(try Self.curl(range, ["-H", "content-type: text/plain"], body: Array(repeating: 0, count: 1 << 20)), "HTTP/2 415")
         expectHeader(try Self.curl(range, grpc, body: Self.prefixed(request, flag: 1)), "grpc-status: 13", "compressed flag")
         expectHeader(try Self.curl(range, grpc, body: Self.prefixed(request, length: 100)), "grpc-status: 13", "the request ended inside a message")
         expectHeader(try Self.curl(range, grpc, body: Self.prefixed(request) + Self.prefixed(request)), "grpc-status: 13", "more than one request message")

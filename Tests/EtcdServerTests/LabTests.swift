@@ -1,4 +1,6 @@
 import ClusterHarness
+import ClusterPKI
+import X509
 import Foundation
 import Glibc
 import Testing
@@ -208,7 +210,7 @@ struct LabTests {
         #expect(try lab.etcdctl(["get", "k/failover", "--print-value-only"]).output.contains("yes"))
     }
 
-    @Test("a fourth control-plane VM stays a learner past voters-max and is promoted; a dead VM is removed; the leader leaves; writes go on and nothing is lost")
+    @Test("a fourth control-plane VM stays a learner past voters-max and is promoted; a dead VM is removed and its certificates stop working; the leader leaves; writes go on and nothing is lost")
     func growPromoteRemoveLeave() throws {
         let lab = try Lab()
         defer { lab.tearDown() }
@@ -245,6 +247,20 @@ struct LabTests {
         #expect(removed.status == 0, "\(removed.output)")
         #expect(try roles() == ["vm1": "voter", "vm3": "voter", "vm4": "voter"])
         #expect(try lab.etcdctl(["put", "k/20", "20"], vms: [1, 3, 4]).status == 0)
+        // The removed node's certificates (its store client, its peer) no longer open the store;
+        // a current member's still do.
+        func storeAs(_ vm: Int, _ name: String) throws -> (status: Int32, output: String) {
+            let pki = "\(lab.dataDir(vm))/pki"
+            return try LabTests.run(["ETCDCTL_API=3", "etcdctl", "--endpoints=https://\(LabTests.address(1)):2379", "--dial-timeout=2s", "--command-timeout=3s",
+                                     "--cacert", "\(pki)/ca.crt", "--cert", "\(pki)/\(name).crt", "--key", "\(pki)/\(name).key", "get", "k/20"], root: lab.root)
+        }
+        for name in ["store-client", "peer"] {
+            let refused = try storeAs(2, name)
+            #expect(refused.status != 0, "\(name): \(refused.output)")
+        }
+        #expect(eventually(10) { lab.log(1).contains("which is not a member of this cluster") }, "\(lab.log(1).suffix(2000))")
+        let accepted = try storeAs(3, "store-client")
+        #expect(accepted.status == 0 && accepted.output.contains("20"), "\(accepted.output)")
 
         // The leader leaves: leadership moves first, the others go on serving.
         let leader = try #require(try lab.leader(among: [1, 3, 4]), "\(lab.logs())")
@@ -279,7 +295,7 @@ struct LabTests {
         #expect(!FileManager.default.fileExists(atPath: "\(lab.root)/lab"))
     }
 
-    @Test("init in vm1 prints the join command; vm2 and vm3 join and become voters; bad tokens, a wrong CA hash and reused data directories are refused and change nothing; a node restarts with no flags; leave; a backup restores into a new cluster")
+    @Test("init in vm1 prints a control-plane and a worker join command; vm2 and vm3 join and become voters; a worker gets no CA key and no store access; bad tokens, a worker token for the control plane, a wrong CA hash and reused data directories are refused and change nothing; failed attempts are limited per address; expired tokens are purged; status answers with vm1 down; a node restarts with no flags; leave; a backup restores into a new cluster")
     func initAndJoin() throws {
         let lab = try Lab()
         defer { lab.tearDown() }
@@ -287,32 +303,38 @@ struct LabTests {
         try #require(try lab.lab("up", "--bare", "3").status == 0)
         let started = Date()
         try lab.spawnRaftkube(1, ["init", "--advertise-address", Self.address(1), "--data-dir", lab.dataDir(1), "--node-name", "vm1", "--cluster-name", "lab"])
-        let printed = eventually(30, every: 0.1) { lab.log(1).contains("raftkube join ") }
+        let printed = eventually(30, every: 0.1) { lab.log(1).split(separator: "\n").filter { $0.hasPrefix("raftkube join ") }.count == 2 }
         try #require(printed, "\(lab.log(1))")
-        let joinLine = try #require(lab.log(1).split(separator: "\n").first { $0.hasPrefix("raftkube join ") }).split(separator: " ").map(String.init)
-        // raftkube join ADDRESS:PORT --token T --ca-cert-hash H
-        let endpoint = joinLine[2], token = joinLine[4], hash = joinLine[6]
-        #expect(endpoint == "\(Self.address(1)):2381" && hash.hasPrefix("sha256:"), "\(joinLine)")
+        let joinLines = lab.log(1).split(separator: "\n").filter { $0.hasPrefix("raftkube join ") }.map { $0.split(separator: " ").map(String.init) }
+        // raftkube join ADDRESS:PORT --token T --ca-cert-hash H [--control-plane]
+        let controlPlaneLine = try #require(joinLines.first { $0.last == "--control-plane" }, "\(joinLines)")
+        let workerLine = try #require(joinLines.first { !$0.contains("--control-plane") }, "\(joinLines)")
+        let endpoint = controlPlaneLine[2], token = controlPlaneLine[4], hash = controlPlaneLine[6], workerToken = workerLine[4]
+        #expect(endpoint == "\(Self.address(1)):2381" && hash.hasPrefix("sha256:") && workerLine[6] == hash && workerToken != token, "\(joinLines)")
         #expect(lab.log(1).contains("[init] creating the cluster CA"), "progress lines: \(lab.log(1))")
 
-        func join(_ vm: Int, token: String = token, hash: String = hash, dataDir: String? = nil) throws -> (status: Int32, output: String) {
+        func join(_ vm: Int, token: String = token, hash: String = hash, dataDir: String? = nil, controlPlane: Bool = true) throws -> (status: Int32, output: String) {
             try lab.raftkube(vm, ["join", endpoint, "--token", token, "--ca-cert-hash", hash, "--data-dir", dataDir ?? lab.dataDir(vm),
-                                  "--advertise-address", Self.address(vm), "--node-name", "vm\(vm)"])
+                                  "--advertise-address", Self.address(vm), "--node-name", "vm\(vm)"] + (controlPlane ? ["--control-plane"] : []))
         }
-        // Refusals: each says what to do, and nothing joins or is written.
+        // Refusals: each says what to do, and nothing joins or is written. An unknown token and a
+        // wrong secret get the same words (neither says which token IDs exist).
         let zeroHash = "sha256:" + String(repeating: "0", count: 64)
         let tokenID = String(token.prefix(6))
         let refusals: [(String, String, String)] = [
             (token, zeroHash, "not the pinned"),
-            ("\(tokenID).\(String(repeating: "a", count: 16))", hash, "has the wrong secret"),
-            ("zzzzzz.0123456789abcdef", hash, "is not known to this cluster"),
+            ("\(tokenID).\(String(repeating: "a", count: 16))", hash, "is not valid for this cluster (unknown, deleted, or a wrong secret)"),
+            ("zzzzzz.0123456789abcdef", hash, "is not valid for this cluster (unknown, deleted, or a wrong secret)"),
             ("nope", hash, "[a-z0-9]{6}.[a-z0-9]{16}"),
             (token, "sha256:xyz", "64 lowercase hex digits"),
+            // A worker token does not make a store member: no CA key, no membership.
+            (workerToken, hash, "this token admits workers only"),
         ]
         for (badToken, badHash, message) in refusals {
             let refused = try join(2, token: badToken, hash: badHash)
             #expect(refused.status != 0 && refused.output.contains(message), "\(message): \(refused.output)")
             #expect(!FileManager.default.fileExists(atPath: "\(lab.dataDir(2))/node.json"))
+            #expect(!FileManager.default.fileExists(atPath: "\(lab.dataDir(2))/pki/ca.key"))
         }
         #expect(try lab.members().count == 1)
         let again = try lab.raftkube(1, ["init", "--advertise-address", Self.address(1), "--data-dir", lab.dataDir(1)])
@@ -321,7 +343,7 @@ struct LabTests {
         // Two control-plane joins: learners first, then voters.
         for vm in [2, 3] {
             try lab.spawnRaftkube(vm, ["join", endpoint, "--token", token, "--ca-cert-hash", hash, "--data-dir", lab.dataDir(vm),
-                                       "--advertise-address", Self.address(vm), "--node-name", "vm\(vm)"])
+                                       "--advertise-address", Self.address(vm), "--node-name", "vm\(vm)", "--control-plane"])
         }
         let voters = try eventually(60, every: 0.1) {
             let rows = try lab.members()
@@ -332,18 +354,58 @@ struct LabTests {
         print("lab: init + 2 joins to 3 voters: \(Int(Date().timeIntervalSince(started) * 1000)) ms")
         #expect(try lab.etcdctl(["put", "joined", "yes"], vms: [3]).status == 0)
         #expect(try lab.etcdctl(["get", "joined", "--print-value-only"], vms: [2]).output.contains("yes"))
+        // Control-plane joiners hold their own peer certificate, bound to their member.
+        let peerText = try Self.run(["openssl", "x509", "-noout", "-text", "-in", "\(lab.dataDir(2))/pki/peer.crt"], root: lab.root).output
+        #expect(peerText.contains("raftkube:peers") && peerText.contains("URI:urn:raftkube:member:"), "\(peerText)")
 
-        // Tokens: create one that expires at once; it is refused as expired; list and delete.
-        let created = try lab.raftkube(2, ["token", "create", "--data-dir", lab.dataDir(2), "--ttl", "1s", "--description", "short"])
-        #expect(created.status == 0, "\(created.output)")
+        // A worker joins with the worker token: it gets its node certificate and the CA
+        // certificate, never the CA key, and is no store member; the store refuses its certificate.
+        let workerDir = "\(lab.root)/lab/vm3/worker"
+        try lab.spawnRaftkube(3, ["join", endpoint, "--token", workerToken, "--ca-cert-hash", hash, "--data-dir", workerDir,
+                                  "--advertise-address", Self.address(3), "--node-name", "w3"])
+        #expect(eventually(30, every: 0.1) { lab.log(3).contains("(a worker: no store member, no CA key)") }, "\(lab.log(3))")
+        #expect(FileManager.default.fileExists(atPath: "\(workerDir)/pki/node.crt") && FileManager.default.fileExists(atPath: "\(workerDir)/pki/ca.crt"))
+        for absent in ["ca.key", "peer.crt", "store-client.crt", "admin.crt"] {
+            #expect(!FileManager.default.fileExists(atPath: "\(workerDir)/pki/\(absent)"), "\(absent)")
+        }
+        let workerText = try Self.run(["openssl", "x509", "-noout", "-subject", "-in", "\(workerDir)/pki/node.crt"], root: lab.root).output
+        #expect(workerText.contains("system:nodes") && workerText.contains("system:node:w3"), "\(workerText)")
+        let workerStore = try Self.run(["ETCDCTL_API=3", "etcdctl", "--endpoints=https://\(Self.address(1)):2379", "--dial-timeout=2s", "--command-timeout=3s",
+                                        "--cacert", "\(workerDir)/pki/ca.crt", "--cert", "\(workerDir)/pki/node.crt", "--key", "\(workerDir)/pki/node.key",
+                                        "get", "/raftkube/bootstrap-tokens/", "--prefix"], root: lab.root)
+        #expect(workerStore.status != 0, "\(workerStore.output)")
+        #expect(try lab.members().count == 3)
+
+        // Tokens: create one that expires at once; it is refused as expired; listed as expired,
+        // then purged by the leader's janitor. Another is deleted by hand.
+        let created = try lab.raftkube(2, ["token", "create", "--data-dir", lab.dataDir(2), "--ttl", "1s", "--description", "short", "--control-plane"])
+        #expect(created.status == 0 && created.output.contains("--control-plane"), "\(created.output)")
         let shortToken = String(created.output.split(separator: "\n").first { $0.wholeMatch(of: /[a-z0-9]{6}\.[a-z0-9]{16}/) != nil } ?? "")
         Thread.sleep(forTimeInterval: 1.5)
         let expired = try join(3, token: shortToken, dataDir: "\(lab.root)/lab/vm3/other")
         #expect(expired.status != 0 && expired.output.contains("expired at"), "\(expired.output)")
         let listed = try lab.raftkube(1, ["token", "list", "--data-dir", lab.dataDir(1)])
-        #expect(listed.output.contains(tokenID) && listed.output.contains("(expired)") && !listed.output.contains(String(token.suffix(16))), "\(listed.output)")
-        #expect(try lab.raftkube(1, ["token", "delete", "--data-dir", lab.dataDir(1), String(shortToken.prefix(6))]).status == 0)
-        #expect(!(try lab.raftkube(1, ["token", "list", "--data-dir", lab.dataDir(1)]).output.contains(String(shortToken.prefix(6)))))
+        #expect(listed.output.contains(tokenID) && listed.output.contains(String(shortToken.prefix(6))) && !listed.output.contains(String(token.suffix(16)))
+                && listed.output.contains("control-plane") && listed.output.contains("workers"), "\(listed.output)")
+        #expect(try eventually(40, every: 1) { !(try lab.raftkube(1, ["token", "list", "--data-dir", lab.dataDir(1)]).output.contains(String(shortToken.prefix(6)))) },
+                "the expired token was not purged")
+        let another = try lab.raftkube(1, ["token", "create", "--data-dir", lab.dataDir(1)])
+        let anotherID = String(another.output.prefix(6))
+        #expect(try lab.raftkube(1, ["token", "list", "--data-dir", lab.dataDir(1)]).output.contains(anotherID))
+        #expect(try lab.raftkube(1, ["token", "delete", "--data-dir", lab.dataDir(1), anotherID]).status == 0)
+        #expect(!(try lab.raftkube(1, ["token", "list", "--data-dir", lab.dataDir(1)]).output.contains(anotherID)))
+
+        // Guessing: after 5 wrong secrets from vm3's address, vm3 is refused even with a valid
+        // token for a while; vm2's address is not.
+        let other = "\(lab.root)/lab/vm3/guess"
+        for guess in 0..<5 {
+            let wrong = try join(3, token: "\(tokenID).\(String(repeating: "\(guess)", count: 16))", dataDir: other)
+            #expect(wrong.status != 0 && wrong.output.contains("is not valid for this cluster"), "\(wrong.output)")
+        }
+        let limited = try join(3, token: token, dataDir: other)
+        #expect(limited.status != 0 && limited.output.contains("too many failed join attempts from \(Self.address(3))"), "\(limited.output)")
+        let elsewhere = try join(2, token: "\(tokenID).\(String(repeating: "x", count: 16))", dataDir: other)
+        #expect(elsewhere.status != 0 && elsewhere.output.contains("is not valid for this cluster"), "\(elsewhere.output)")
 
         // A data directory of this cluster, or of another, is not joined again.
         let reused = try join(2)
@@ -351,11 +413,33 @@ struct LabTests {
         let foreign = try join(2, hash: "sha256:" + String(repeating: "1", count: 64))
         #expect(foreign.status != 0 && foreign.output.contains("belongs to another cluster"), "\(foreign.output)")
 
-        // Restart with no flags but the data directory: the same member, serving.
+        // Certificates: check-expiration lists them; renew re-signs the same key and names.
+        let pki2 = "\(lab.dataDir(2))/pki"
+        let expiration = try lab.raftkube(2, ["certs", "check-expiration", "--data-dir", lab.dataDir(2)])
+        #expect(expiration.status == 0 && ["peer", "store-client", "node", "ca"].allSatisfy { expiration.output.contains($0) } && expiration.output.contains("364d"),
+                "\(expiration.output)")
+        let peerBefore = try PEMFiles.certificates("\(pki2)/peer.crt")[0]
+        let renewed = try lab.raftkube(2, ["certs", "renew", "peer", "--data-dir", lab.dataDir(2)])
+        #expect(renewed.status == 0 && renewed.output.contains("renewed peer"), "\(renewed.output)")
+        let peerAfter = try PEMFiles.certificates("\(pki2)/peer.crt")[0]
+        #expect(peerAfter.serialNumber != peerBefore.serialNumber)
+        #expect(peerAfter.publicKey == peerBefore.publicKey && peerAfter.subject == peerBefore.subject)
+        #expect(CertificateAuthority.memberID(of: peerAfter) == CertificateAuthority.memberID(of: peerBefore))
+        let unknownName = try lab.raftkube(2, ["certs", "renew", "bogus", "--data-dir", lab.dataDir(2)])
+        #expect(unknownName.status != 0 && unknownName.output.contains("no certificate named 'bogus'"), "\(unknownName.output)")
+
+        // Restart with no flags but the data directory: the same member, serving. Its peer
+        // certificate had 10 days left: the node renews it as it starts.
         #expect(try lab.lab("kill", "vm2").status == 0)
+        let ca2 = CertificateAuthority(certificate: try PEMFiles.certificates("\(pki2)/ca.crt")[0], privateKey: try PEMFiles.privateKey("\(pki2)/ca.key"))
+        let shortLived = try ca2.issue(profile: .peer(memberID: try #require(CertificateAuthority.memberID(of: peerAfter))), commonName: "vm2",
+                                       dnsNames: ["vm2", "localhost"], ipAddresses: [Self.address(2), "127.0.0.1"], publicKey: peerAfter.publicKey, days: 10)
+        try PEMFiles.write([shortLived], to: "\(pki2)/peer.crt")
         try lab.spawnRaftkube(2, ["start", "--data-dir", lab.dataDir(2)])
         #expect(try eventually(30, every: 0.1) { try lab.etcdctl(["get", "joined", "--print-value-only", "--consistency=s"], vms: [2]).output.contains("yes") }, "\(lab.logs())")
         #expect(try lab.members().count == 3)
+        let startRenewed = try PEMFiles.certificates("\(pki2)/peer.crt")[0]
+        #expect(startRenewed.notValidAfter.timeIntervalSinceNow > 300 * 86_400 && lab.log(2).contains("renewed a certificate"), "\(startRenewed.notValidAfter)")
 
         // cluster members / status from the host with the admin config init wrote.
         let adminConfig = "\(lab.dataDir(1))/admin.conf"
@@ -367,6 +451,18 @@ struct LabTests {
                 && status.output.components(separatedBy: " follower ").count == 3, "\(status.output)")
         let noConfig = try Self.run([ProcessCluster.siblingBinary, "cluster", "status", "--admin-config", "/nonexistent/admin.conf"], root: lab.root)
         #expect(noConfig.status != 0 && noConfig.output.contains("cannot read the admin config"), "\(noConfig.output)")
+        // With vm1 (the admin config's server) down, status still answers from the other members.
+        #expect(try lab.lab("kill", "vm1").status == 0)
+        var withoutVM1 = (status: Int32(-1), output: "")
+        let answered = try eventually(20, every: 0.5) {
+            // A new leader may take a moment when vm1 led.
+            withoutVM1 = try Self.run([ProcessCluster.siblingBinary, "cluster", "status", "--admin-config", adminConfig], root: lab.root)
+            return withoutVM1.status == 0 && withoutVM1.output.contains("unreachable") && withoutVM1.output.components(separatedBy: " leader ").count == 2
+        }
+        #expect(answered, "\(withoutVM1.output)")
+        try lab.spawnRaftkube(1, ["start", "--data-dir", lab.dataDir(1)])
+        #expect(try eventually(30, every: 0.1) { try lab.etcdctl(["get", "joined", "--print-value-only", "--consistency=s"], vms: [1]).output.contains("yes") }, "\(lab.logs())")
+        #expect(try eventually(30, every: 0.1) { try lab.knowsLeader(vm: 1) }, "\(lab.logs())")
 
         // A follower leaves, then the leader leaves: the rest keeps serving.
         let leader = try #require(try lab.leader())

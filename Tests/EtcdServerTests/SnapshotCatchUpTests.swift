@@ -16,17 +16,22 @@ struct SnapshotCatchUpTests {
 
     /// Puts `keys` keys (`k/0000`...) through the gRPC API with 16 concurrent callers.
     static func fill(port: Int) async throws {
+        try await put(port: port, count: keys, callers: 16, value: Data(value.utf8)) { String(format: "k/%04d", $0) }
+    }
+
+    /// Puts `count` keys named by `key` with `value`, spread over `callers` concurrent callers.
+    static func put(port: Int, count: Int, callers: Int, value: Data, key: @escaping @Sendable (Int) -> String) async throws {
         try await withGRPCClient(
             transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
         ) { client in
             let kv = Etcdserverpb_KV.Client(wrapping: client)
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for caller in 0..<16 {
+                for caller in 0..<callers {
                     group.addTask {
-                        for number in stride(from: caller, to: keys, by: 16) {
+                        for number in stride(from: caller, to: count, by: callers) {
                             var put = Etcdserverpb_PutRequest()
-                            put.key = Data(String(format: "k/%04d", number).utf8)
-                            put.value = Data(value.utf8)
+                            put.key = Data(key(number).utf8)
+                            put.value = value
                             _ = try await kv.put(put)
                         }
                     }
@@ -112,5 +117,51 @@ struct SnapshotCatchUpTests {
             return hashes.count == 3 && Set(hashes).count == 1
         }
         #expect(agreeAfterRestart)
+    }
+
+    @Test("a 1.5 GiB database reaches a new member as one snapshot (past the old 1 GiB bound), and both members agree")
+    func largeSnapshot() async throws {
+        let cluster = try StoreCluster(name: "large-snapshot", count: 1)
+        cluster.extraArguments = ["--snapshot-count", "100"]
+        defer { cluster.tearDown() }
+        try cluster.start()
+        try cluster.waitUntilServing()
+        // 1,150 values of 1.4 MB: about 1.5 GiB in the database.
+        let count = 1_150
+        do {
+            try await Self.put(port: cluster.clientPort(1), count: count, callers: 4, value: Data(repeating: UInt8(ascii: "b"), count: 1_400_000)) {
+                String(format: "big/%05d", $0)
+            }
+        } catch {
+            Issue.record("filling the store failed: \(error)\n\(cluster.diagnostics(lines: 40))")
+            return
+        }
+        let status = try cluster.etcdctl(["endpoint", "status", "-w", "json"]).stdout
+        let size = try #require(status.firstMatch(of: /"dbSize":(\d+)/).flatMap { Int($0.output.1) })
+        #expect(size > 1_500_000_000, "\(status)")
+
+        let add = try cluster.etcdctl(["member", "add", "m2", "--learner", "--peer-urls=http://127.0.0.1:\(cluster.peerPort(2))"])
+        #expect(add.status == 0, "\(add.output)")
+        try cluster.start(2, members: [1, 2], existing: true)
+        // About a minute alone on this machine; five under a parallel release build.
+        let caughtUp = try eventually(480, every: 2) {
+            try cluster.etcdctl(["get", "big/", "--prefix", "--keys-only", "--consistency=s"], endpoints: "127.0.0.1:\(cluster.clientPort(2))")
+                .stdout.split(separator: "\n").filter { !$0.isEmpty }.count == count
+        }
+        #expect(caughtUp, "the new member never caught up\n\(cluster.diagnostics(lines: 30))")
+        let leaderLog = try String(contentsOfFile: "\(cluster.root)/m1.log", encoding: .utf8)
+        let sent = leaderLog.split(separator: "\n").filter { $0.contains("sending snapshot") }
+            .compactMap { $0.firstMatch(of: /bytes=(\d+)/).flatMap { Int($0.output.1) } }
+        #expect(sent.contains { $0 > 1_500_000_000 }, "snapshots sent: \(sent)")
+        #expect(try String(contentsOfFile: "\(cluster.root)/m2.log", encoding: .utf8).contains("restored snapshot"))
+        #expect(cluster.isRunning(1) && cluster.isRunning(2))
+        let both = "127.0.0.1:\(cluster.clientPort(1)),127.0.0.1:\(cluster.clientPort(2))"
+        var hashes: [Substring] = []
+        // Hashing 1.5 GiB takes a debug build tens of seconds per member.
+        let agree = try eventually(240, every: 5) {
+            hashes = try cluster.etcdctl(["endpoint", "hashkv"], endpoints: both, commandTimeout: 120).stdout.split(separator: "\n").compactMap { $0.split(separator: ", ").last }
+            return hashes.count == 2 && Set(hashes).count == 1
+        }
+        #expect(agree, "hashkv: \(hashes)")
     }
 }

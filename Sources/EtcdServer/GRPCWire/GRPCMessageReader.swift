@@ -19,6 +19,9 @@ struct GRPCMessageReader {
     /// Received bytes not yet part of a whole message. Invariant: shorter than one whole message.
     private var pending: ByteBuffer?
 
+    /// Bytes received and not yet part of a whole message returned.
+    var bufferedBytes: Int { pending?.readableBytes ?? 0 }
+
     init(messageBytesMax: Int) {
         precondition(messageBytesMax > 0)
         self.messageBytesMax = messageBytesMax

@@ -4,18 +4,40 @@ import NIOHPACK
 import NIOHTTP2
 
 /// Limits of one ``WireServer`` connection.
+///
+/// What one connection can make the server hold is bounded by `connectionBufferedBytesMax`: it
+/// is the connection's HTTP/2 receive window, and received bytes are returned to that window only
+/// once they are no longer held (a unary call's request once the call has answered, a streaming
+/// call's message once its handler has taken it, dropped bytes at once). A client sending past
+/// the window breaks HTTP/2 flow control, which `NIOHTTP2Handler` answers with GOAWAY
+/// (FLOW_CONTROL_ERROR); one opening more than `concurrentStreamsMax` streams gets GOAWAY
+/// (PROTOCOL_ERROR), as Go's HTTP/2 server does once its SETTINGS were acknowledged.
 struct WireLimits: Sendable {
     /// The largest request message (protobuf bytes); past it the call fails with
     /// RESOURCE_EXHAUSTED as grpc-go words it.
     var messageBytesMax: Int
     /// Request messages a streaming call may have waiting for its handler.
     var inboundMessagesMax = 1024
-    /// The connection's receive window (HTTP/2 flow control), in bytes.
-    var connectionWindowBytes = 16 << 20
+    /// Bytes one connection may have received and not yet released (requests waiting for or held
+    /// by their calls, partial messages): the connection's receive window (HTTP/2 flow control).
+    /// Room for several of the largest messages, so that concurrent large requests on one
+    /// connection do not wait for each other.
+    var connectionBufferedBytesMax = 16 << 20
     /// Each stream's receive window: larger than the largest message, so that a unary request
     /// always fits without a window update.
     var streamWindowBytes: Int { max(1 << 20, messageBytesMax + 64 * 1024) }
-    var concurrentStreamsMax = 4096
+    /// Streams a client may have open at once on one connection (Go's HTTP/2 server's default,
+    /// which etcd's and kube-apiserver's clients meet).
+    var concurrentStreamsMax = 250
+    /// A connection with no open stream that received no frame for this long is closed (GOAWAY
+    /// NO_ERROR, then close); 0 keeps idle connections open.
+    var idleTimeoutMs: Int64 = 0
+
+    func validate() {
+        precondition(messageBytesMax > 0 && inboundMessagesMax > 0 && concurrentStreamsMax > 0 && idleTimeoutMs >= 0)
+        precondition(connectionBufferedBytesMax >= 2 * streamWindowBytes, "a connection must hold at least two of the largest messages")
+        precondition(connectionBufferedBytesMax <= Int(Int32.max), "HTTP/2 windows are 31 bits")
+    }
 
     var settings: HTTP2Settings {
         [
@@ -33,8 +55,10 @@ struct WireLimits: Sendable {
 /// together.
 ///
 /// Receive windows are this handler's job (without a stream multiplexer nothing else returns
-/// them): the connection's window is topped up as DATA arrives, a streaming call's window as its
-/// messages are queued for its handler (whose queue is bounded).
+/// them), and they are its memory bound: a DATA frame's bytes go back to the stream's and the
+/// connection's windows only once nothing holds them any more (see ``WireLimits``). A unary
+/// call's bytes are released when the call ends; a streaming call's as its handler takes each
+/// message; bytes dropped (of a refused call, or a stream already gone) at once.
 final class WireConnection: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -52,8 +76,11 @@ final class WireConnection: ChannelInboundHandler {
         /// Trailers sent: nothing more goes out on this stream.
         var finished = false
         var requestEnded = false
-        /// Received bytes of a streaming call not yet returned to the client's window.
-        var creditOwed = 0
+        /// Bytes of DATA received on this stream and not yet returned to the client's windows.
+        /// Invariant: at least what the call holds (``WireConnection/held(_:)``).
+        var unreturnedBytes = 0
+        /// Bytes of whole messages queued for a streaming call's handler and not yet taken.
+        var queuedBytes = 0
 
         init(method: WireRouter.Method, reader: GRPCMessageReader) {
             self.method = method
@@ -75,38 +102,82 @@ final class WireConnection: ChannelInboundHandler {
         mailboxStorage = mailbox
         return mailbox
     }
-    private var connectionCreditOwed = 0
+    /// Bytes received on the connection and not yet returned to its window. Invariant: at most
+    /// `limits.connectionBufferedBytesMax` (NIOHTTP2Handler refuses DATA past the window).
+    private var connectionUnreturnedBytes = 0
+    /// Released bytes not yet returned to the connection's window (returned in batches).
+    private var connectionReleasedBytes = 0
+    /// When the last frame arrived, for the idle timeout.
+    private var lastFrameAt = NIODeadline.now()
+    private var idleCheck: Scheduled<Void>?
     private var reading = false
     private var flushOwed = false
     private var flushScheduled = false
 
     init(router: WireRouter, limits: WireLimits, eventLoop: any EventLoop) {
+        limits.validate()
         self.router = router
         self.limits = limits
         self.eventLoop = eventLoop
     }
 
+    /// The client's address as gRPC names it; unique among open connections (see ``WireInbound/peer``).
+    private var peer = ""
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { openConnectionWindow(context: context) }
+        peer = peerName(context.channel.remoteAddress)
+        if context.channel.isActive { opened(context: context) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        openConnectionWindow(context: context)
+        opened(context: context)
         context.fireChannelActive()
     }
 
-    /// HTTP/2 starts every connection's window at 64 KiB; ours is larger.
-    private func openConnectionWindow(context: ChannelHandlerContext) {
-        let increment = limits.connectionWindowBytes - 65_535
-        guard increment > 0 else { return }
-        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
+    /// `ipv4:ADDRESS:PORT` or `ipv6:[ADDRESS]:PORT` as gRPC names peers; this handler's identity
+    /// when the channel has no IP address.
+    private func peerName(_ address: SocketAddress?) -> String {
+        guard let address, let ip = address.ipAddress, let port = address.port else { return "connection:\(ObjectIdentifier(self))" }
+        return address.protocol == .inet6 ? "ipv6:[\(ip)]:\(port)" : "ipv4:\(ip):\(port)"
+    }
+
+    /// HTTP/2 starts every connection's window at 64 KiB; ours is larger. The idle check starts.
+    private func opened(context: ChannelHandlerContext) {
+        let increment = limits.connectionBufferedBytesMax - 65_535
+        if increment > 0 {
+            context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
+        }
+        lastFrameAt = .now()
+        scheduleIdleCheck(after: .milliseconds(limits.idleTimeoutMs))
+    }
+
+    /// Closes the connection when it has had no open stream and no frame for
+    /// `limits.idleTimeoutMs`; a watch stream that waits for events keeps it open.
+    private func scheduleIdleCheck(after delay: TimeAmount) {
+        guard limits.idleTimeoutMs > 0, idleCheck == nil else { return }
+        let connection = NIOLoopBound(self, eventLoop: eventLoop)
+        idleCheck = eventLoop.scheduleTask(in: delay) {
+            let connection = connection.value
+            connection.idleCheck = nil
+            guard let context = connection.context else { return }
+            let idleFor = NIODeadline.now() - connection.lastFrameAt
+            let timeout = TimeAmount.milliseconds(connection.limits.idleTimeoutMs)
+            if connection.calls.isEmpty && idleFor >= timeout {
+                context.writeAndFlush(connection.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))), promise: nil)
+                context.close(promise: nil)
+            } else {
+                connection.scheduleIdleCheck(after: connection.calls.isEmpty ? timeout - idleFor : timeout)
+            }
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         for call in calls.values { abandon(call) }
         calls = [:]
         mailboxStorage = nil
+        idleCheck?.cancel()
+        idleCheck = nil
         self.context = nil
         context.fireChannelInactive()
     }
@@ -123,15 +194,20 @@ final class WireConnection: ChannelInboundHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// A stream that closed before its handler finished: its handler stops.
+    /// A stream that closed (before or after its handler finished): its handler stops, and what
+    /// it held goes back to the connection's window (the stream has no window any more).
     private func abandon(_ call: Call) {
         call.finished = true
         call.inbound?.finish(throwing: CancellationError())
         call.task?.cancel()
+        release(connectionBytes: call.unreturnedBytes)
+        call.unreturnedBytes = 0
+        call.queuedBytes = 0
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
+        lastFrameAt = .now()
         let frame = unwrapInboundIn(data)
         switch frame.payload {
         case .headers(let headers):
@@ -144,15 +220,21 @@ final class WireConnection: ChannelInboundHandler {
         case .data(let payload):
             var length = payload.paddingBytes.map { $0 + 1 } ?? 0
             if case .byteBuffer(let bytes) = payload.data { length += bytes.readableBytes }
-            returnConnectionCredit(length)
-            guard let call = calls[frame.streamID], case .byteBuffer(let bytes) = payload.data else { return }
-            guard !call.finished else {
+            connectionUnreturnedBytes += length
+            assert(connectionUnreturnedBytes <= limits.connectionBufferedBytesMax, "NIOHTTP2Handler enforces the connection's window")
+            guard let call = calls[frame.streamID], case .byteBuffer(let bytes) = payload.data else {
+                // A stream already gone: nothing holds these bytes.
+                return release(connectionBytes: length)
+            }
+            call.unreturnedBytes += length
+            if call.finished {
                 // Answered already (a refusal): the rest of the request is read and dropped, its
                 // window returned, so that the client can finish sending and read the answer.
-                if !payload.endStream, length > 0 { write(HTTP2Frame(streamID: frame.streamID, payload: .windowUpdate(windowSizeIncrement: length))) }
-                return
+                if payload.endStream { call.requestEnded = true }
+                return settle(call, stream: frame.streamID)
             }
-            received(bytes, length: length, endStream: payload.endStream, call: call, stream: frame.streamID)
+            received(bytes, endStream: payload.endStream, call: call, stream: frame.streamID)
+            settle(call, stream: frame.streamID)
         case .rstStream:
             if let call = calls.removeValue(forKey: frame.streamID) { abandon(call) }
         default:
@@ -195,10 +277,13 @@ final class WireConnection: ChannelInboundHandler {
             let connection = NIOLoopBound(self, eventLoop: eventLoop)
             let mailbox = self.mailbox
             let outbound = WireOutbound(mailbox: mailbox, stream: stream)
+            let inbound = WireInbound(messages: messages, peer: peer) { bytes in
+                mailbox.run { connection.value.consumed(bytes, stream: stream) }
+            }
             call.task = Task {
                 let failure: RPCError?
                 do {
-                    try await body(WireInbound(messages: messages), outbound)
+                    try await body(inbound, outbound)
                     failure = nil
                 } catch {
                     failure = WireRouter.status(of: error)
@@ -209,7 +294,7 @@ final class WireConnection: ChannelInboundHandler {
         if headers.endStream { endOfRequest(call, stream: stream) }
     }
 
-    private func received(_ bytes: ByteBuffer, length: Int, endStream: Bool, call: Call, stream: HTTP2StreamID) {
+    private func received(_ bytes: ByteBuffer, endStream: Bool, call: Call, stream: HTTP2StreamID) {
         let messages: [ByteBuffer]
         do {
             messages = try call.reader.append(bytes)
@@ -229,11 +314,7 @@ final class WireConnection: ChannelInboundHandler {
                 if case .dropped = call.inbound?.yield(message) {
                     return fail(call, stream: stream, RPCError(code: .resourceExhausted, message: "grpc: more than \(limits.inboundMessagesMax) request messages waiting"))
                 }
-            }
-            call.creditOwed += length
-            if !endStream, call.creditOwed >= limits.streamWindowBytes / 2 {
-                write(HTTP2Frame(streamID: stream, payload: .windowUpdate(windowSizeIncrement: call.creditOwed)))
-                call.creditOwed = 0
+                call.queuedBytes += 5 + message.readableBytes
             }
         }
         if endStream { endOfRequest(call, stream: stream) }
@@ -283,12 +364,53 @@ final class WireConnection: ChannelInboundHandler {
         }
     }
 
-    private func returnConnectionCredit(_ length: Int) {
-        connectionCreditOwed += length
-        if connectionCreditOwed >= limits.connectionWindowBytes / 2 {
-            write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionCreditOwed)))
-            connectionCreditOwed = 0
+    // MARK: Flow control (the byte budget)
+
+    /// Bytes the call holds: all it received while a unary call runs; a streaming call's
+    /// queued messages and partial message; nothing once it is answered.
+    private func held(_ call: Call) -> Int {
+        if call.finished { return 0 }
+        switch call.method {
+        case .unary: return call.unreturnedBytes
+        case .streaming: return call.queuedBytes + call.reader.bufferedBytes
         }
+    }
+
+    /// Returns what `call` no longer holds to the client's windows: in batches (a quarter of the
+    /// window), and at once when the client may be waiting for it (half its window used, or the
+    /// call answered).
+    private func settle(_ call: Call, stream: HTTP2StreamID) {
+        let releasable = call.unreturnedBytes - held(call)
+        assert(releasable >= 0, "a call holds no more than it received")
+        guard releasable > 0 else { return }
+        let window = limits.streamWindowBytes
+        guard call.finished || releasable >= window / 4 || call.unreturnedBytes >= window / 2 else { return }
+        call.unreturnedBytes -= releasable
+        if !call.requestEnded {
+            write(HTTP2Frame(streamID: stream, payload: .windowUpdate(windowSizeIncrement: releasable)))
+        }
+        release(connectionBytes: releasable)
+    }
+
+    /// `length` received bytes are no longer held: back to the connection's window, batched as
+    /// ``settle(_:stream:)`` batches a stream's.
+    private func release(connectionBytes length: Int) {
+        guard length > 0 else { return }
+        connectionReleasedBytes += length
+        let window = limits.connectionBufferedBytesMax
+        guard connectionReleasedBytes >= window / 4 || connectionUnreturnedBytes >= window / 2 else { return }
+        assert(connectionReleasedBytes <= connectionUnreturnedBytes)
+        write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionReleasedBytes)))
+        connectionUnreturnedBytes -= connectionReleasedBytes
+        connectionReleasedBytes = 0
+    }
+
+    /// A streaming call's handler took a message of `bytes` (with its prefix).
+    fileprivate func consumed(_ bytes: Int, stream: HTTP2StreamID) {
+        guard let call = calls[stream], !call.finished else { return }
+        call.queuedBytes -= bytes
+        assert(call.queuedBytes >= 0)
+        settle(call, stream: stream)
     }
 
     static func status(_ failure: GRPCMessageReader.Failure) -> RPCError {
@@ -369,6 +491,8 @@ final class WireConnection: ChannelInboundHandler {
         trailers.add(name: "grpc-status", value: String(error?.code.rawValue ?? 0))
         if let error, !error.message.isEmpty { trailers.add(name: "grpc-message", value: GRPCStatusMessage.encode(error.message)) }
         write(HTTP2Frame(streamID: stream, payload: .headers(.init(headers: trailers, endStream: true))))
+        // Answered: the call holds nothing any more.
+        settle(call, stream: stream)
     }
 
     private func refuse(_ stream: HTTP2StreamID, _ error: RPCError, endStream: Bool) {

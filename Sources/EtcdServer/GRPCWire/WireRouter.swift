@@ -73,10 +73,10 @@ struct WireRouter: Sendable {
         _ descriptor: MethodDescriptor,
         _ body: @escaping @Sendable (RPCAsyncSequence<Request, any Error>, RPCWriter<Response>, ServerContext) async throws -> Void
     ) {
-        let context = Self.context(descriptor)
         methods["/" + descriptor.fullyQualifiedMethod] = .streaming { inbound, outbound in
             let requests = inbound.messages.map { bytes throws -> Request in try Self.decode(bytes) }
-            try await body(RPCAsyncSequence(wrapping: requests), RPCWriter(wrapping: MessageWriter<Response>(outbound: outbound)), context)
+            try await body(RPCAsyncSequence(wrapping: requests), RPCWriter(wrapping: MessageWriter<Response>(outbound: outbound)),
+                           Self.context(descriptor, peer: inbound.peer))
         }
     }
 
@@ -85,18 +85,18 @@ struct WireRouter: Sendable {
         _ descriptor: MethodDescriptor,
         _ body: @escaping @Sendable (Request, RPCWriter<Response>, ServerContext) async throws -> Void
     ) {
-        let context = Self.context(descriptor)
         methods["/" + descriptor.fullyQualifiedMethod] = .streaming { inbound, outbound in
             var requests = inbound.messages.makeAsyncIterator()
             guard let first = try await requests.next() else {
                 throw RPCError(code: .internalError, message: "grpc: no request message for a server streaming RPC")
             }
-            try await body(try Self.decode(first), RPCWriter(wrapping: MessageWriter<Response>(outbound: outbound)), context)
+            try await body(try Self.decode(first), RPCWriter(wrapping: MessageWriter<Response>(outbound: outbound)),
+                           Self.context(descriptor, peer: inbound.peer))
         }
     }
 
-    private static func context(_ descriptor: MethodDescriptor) -> ServerContext {
-        ServerContext(descriptor: descriptor, remotePeer: "", localPeer: "", cancellation: .init())
+    private static func context(_ descriptor: MethodDescriptor, peer: String = "") -> ServerContext {
+        ServerContext(descriptor: descriptor, remotePeer: peer, localPeer: "", cancellation: .init())
     }
 
     /// A request message from its bytes, or gRPC's INTERNAL as grpc-go words it.
@@ -128,10 +128,42 @@ enum WireAnswer: Sendable {
     case started(@Sendable (_ done: @escaping @Sendable (@escaping Respond) -> Void) -> Void)
 }
 
-/// The request messages of one streaming call, as the connection receives them. Bounded: a
-/// client that sends faster than the handler reads fails its call (RESOURCE_EXHAUSTED).
+/// The request messages of one streaming call, as the connection receives them. Bounded: the
+/// connection returns a message's bytes to the client's window only once the handler took it
+/// here, and a client that sends more messages than may wait fails its call (RESOURCE_EXHAUSTED).
 struct WireInbound: Sendable {
-    let messages: AsyncThrowingStream<ByteBuffer, any Error>
+    let messages: Messages
+    /// The client's address as gRPC names it (`ipv4:127.0.0.1:5555`), unique among open
+    /// connections: what per-connection limits (watchers) count by.
+    let peer: String
+
+    /// `taken` runs (on the handler's task) with the size of each message, prefix included, as
+    /// the handler takes it.
+    init(messages: AsyncThrowingStream<ByteBuffer, any Error>, peer: String, taken: @escaping @Sendable (Int) -> Void) {
+        self.messages = Messages(stream: messages, taken: taken)
+        self.peer = peer
+    }
+
+    struct Messages: AsyncSequence, Sendable {
+        typealias Element = ByteBuffer
+        let stream: AsyncThrowingStream<ByteBuffer, any Error>
+        let taken: @Sendable (Int) -> Void
+
+        struct AsyncIterator: AsyncIteratorProtocol {
+            var base: AsyncThrowingStream<ByteBuffer, any Error>.AsyncIterator
+            let taken: @Sendable (Int) -> Void
+
+            mutating func next() async throws -> ByteBuffer? {
+                guard let message = try await base.next() else { return nil }
+                taken(5 + message.readableBytes)
+                return message
+            }
+        }
+
+        func makeAsyncIterator() -> AsyncIterator {
+            AsyncIterator(base: stream.makeAsyncIterator(), taken: taken)
+        }
+    }
 }
 
 /// Writes the response messages of one streaming call, in order. A write posts the message to

@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP2
 import NIOPosix
+import RaftRuntime
 
 /// A gRPC server on SwiftNIO's HTTP/2 codec, made for the store's hot paths: one
 /// ``WireConnection`` handler per connection sees every stream's frames (no channel, task or
@@ -17,9 +18,11 @@ final class WireServer: Sendable {
         self.connections = connections
     }
 
-    /// Listens on `host:port`; `secure` adds TLS to each accepted connection.
+    /// Listens on `host:port`; `secure` adds TLS to each accepted connection, `gate` admits
+    /// each (the connection cap and the TLS handshake timeout; ``WireConnection`` closes idle
+    /// connections itself, as it knows which have open streams).
     static func bind(
-        host: String, port: Int, router: WireRouter, limits: WireLimits,
+        host: String, port: Int, router: WireRouter, limits: WireLimits, gate: ConnectionGate,
         secure: (@Sendable (any Channel) throws -> Void)?, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> WireServer {
         let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
@@ -31,6 +34,7 @@ final class WireServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try secure?(channel)
+                    try gate.admit(channel, secured: secure != nil, protocolHandlesIdle: true)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, initialSettings: limits.settings))
                     try sync.addHandler(WireConnection(router: router, limits: limits, eventLoop: channel.eventLoop))

@@ -24,8 +24,10 @@ public final class DiskStorage: LogStorage {
         /// is refused with ``DiskStorageError/recordTooLarge(bytes:limit:)`` and never written;
         /// on replay, a length above it marks a bad record.
         public var recordBytesMax: Int = 64 << 20
-        /// Upper bound for a snapshot's data.
-        public var snapshotBytesMax: Int = 1 << 30
+        /// Upper bound for a snapshot's data: as large as the transport carries, so that any
+        /// snapshot a leader can send, a follower can keep (a smaller bound here once made
+        /// followers refuse snapshots of databases past 1 GiB).
+        public var snapshotBytesMax: Int = TransportLimits.snapshotBytesLimit
         /// How many snapshot files to keep (the newest, and older ones to fall back on if the
         /// newest turns out unreadable while the log still reaches back to them).
         public var snapshotFilesKept: Int = 2

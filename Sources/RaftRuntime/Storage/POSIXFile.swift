@@ -6,13 +6,19 @@ final class POSIXFile {
     let path: String
     private(set) var descriptor: Int32
 
-    /// Opens `path` for reading and writing, creating it (mode 0644) when `create` is set.
-    init(path: String, create: Bool, truncate: Bool = false) throws(DiskStorageError) {
+    /// Opens `path` for reading and writing, creating it (mode 0600: the log and snapshots hold
+    /// the whole keyspace) when `create` is set. `exclusive` makes a fresh file: whatever had
+    /// the name is removed first and the file is created with `O_EXCL` (temporary files). A
+    /// symbolic link is never followed.
+    init(path: String, create: Bool, exclusive: Bool = false) throws(DiskStorageError) {
         self.path = path
-        var flags = O_RDWR | O_CLOEXEC
+        var flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW
         if create { flags |= O_CREAT }
-        if truncate { flags |= O_TRUNC }
-        let descriptor = Glibc.open(path, flags, 0o644)
+        if exclusive {
+            if unlink(path) != 0 && errno != ENOENT { throw .system(operation: "unlink", path: path, errorNumber: errno) }
+            flags |= O_CREAT | O_EXCL
+        }
+        let descriptor = Glibc.open(path, flags, 0o600)
         if descriptor < 0 { throw .system(operation: "open", path: path, errorNumber: errno) }
         self.descriptor = descriptor
     }
@@ -140,7 +146,7 @@ enum FileSystem {
     /// Creates the directory if it does not exist; true when it was created.
     @discardableResult
     static func makeDirectory(_ path: String) throws(DiskStorageError) -> Bool {
-        if mkdir(path, 0o755) == 0 { return true }
+        if mkdir(path, 0o700) == 0 { return true }
         if errno == EEXIST { return false }
         throw .system(operation: "mkdir", path: path, errorNumber: errno)
     }

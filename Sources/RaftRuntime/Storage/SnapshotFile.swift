@@ -97,7 +97,7 @@ enum SnapshotFile {
         let fileName = name(index: snapshot.metadata.index, term: snapshot.metadata.term)
         let finalPath = "\(directory)/\(fileName)"
         let temporaryPath = finalPath + temporarySuffix
-        let file = try POSIXFile(path: temporaryPath, create: true, truncate: true)
+        let file = try POSIXFile(path: temporaryPath, create: true, exclusive: true)
         defer { file.close() }
         try file.write(encode(snapshot), at: 0)
         try checkpoint(.temporaryFileWritten)

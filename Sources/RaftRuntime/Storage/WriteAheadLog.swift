@@ -127,7 +127,7 @@ final class WriteAheadLog {
         for record in records { record.appendFrame(to: &buffer, checksum: &checksum) }
         let finalPath = path(directory, segment)
         let temporaryPath = finalPath + ".tmp"
-        let file = try POSIXFile(path: temporaryPath, create: true, truncate: true)
+        let file = try POSIXFile(path: temporaryPath, create: true, exclusive: true)
         do {
             try file.allocate(bytes: max(segmentBytes, buffer.count))
             try file.write(buffer, at: 0)

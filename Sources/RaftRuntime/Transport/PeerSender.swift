@@ -75,7 +75,13 @@ final class PeerSender: @unchecked Sendable {
             // A snapshot may be larger than the byte bound by itself; it goes out in chunks, and
             // Raft sends one at a time per peer, so it is not counted against the bound.
             let bytesOver = message.type != .snapshot && queuedByteCount + size > limits.sendQueueBytesMax
-            if queue.count >= limits.sendQueueMessagesMax || bytesOver {
+            // A snapshot past what a receiver reassembles (and what one ByteBuffer can hold) is
+            // never encoded: the leader reports it failed and stays up.
+            let snapshotOver = message.type == .snapshot && size > limits.snapshotBytesMax
+            if snapshotOver {
+                logger.error("snapshot too large to send", metadata: ["peer": "\(node)", "bytes": "\(size)", "snapshotBytesMax": "\(limits.snapshotBytesMax)"])
+            }
+            if queue.count >= limits.sendQueueMessagesMax || bytesOver || snapshotOver {
                 dropped = true
                 if message.type == .snapshot { deliver(.snapshotStatus(node, succeeded: false)) }
                 continue

@@ -13,10 +13,16 @@ public struct TransportLimits: Sendable, Hashable {
     /// Largest frame accepted from a peer (a snapshot travels in chunks of `snapshotChunkBytes`).
     public var frameBytesMax = 16 << 20
     public var snapshotChunkBytes = 1 << 20
-    /// Largest snapshot a receiver reassembles.
-    public var snapshotBytesMax = 8 << 30
+    /// Largest snapshot a receiver reassembles and a sender encodes. A snapshot travels encoded
+    /// in one `ByteBuffer`, which holds at most 4 GiB (UInt32 indexes), so the bound stays below
+    /// that; the store's space quota (at most 3 GiB) keeps its database under it.
+    public var snapshotBytesMax = TransportLimits.snapshotBytesLimit
+    /// The largest `snapshotBytesMax` allowed: 4 GiB less 256 MiB of headroom.
+    public static let snapshotBytesLimit = (4 << 30) - (256 << 20)
     public var reconnectBackoffMinimumMs: Int64 = 50
     public var reconnectBackoffMaximumMs: Int64 = 2_000
+    /// Accepted peer connections: how many, TLS handshake and idle timeouts.
+    public var connections = ConnectionLimits.peer
 
     public init() {}
 
@@ -25,9 +31,13 @@ public struct TransportLimits: Sendable, Hashable {
         guard snapshotChunkBytes > 0, snapshotChunkBytes + 64 <= frameBytesMax else {
             throw ConfigurationError(field: "snapshotChunkBytes", reason: "must be positive and fit in frameBytesMax")
         }
+        guard snapshotBytesMax > 0, snapshotBytesMax <= Self.snapshotBytesLimit else {
+            throw ConfigurationError(field: "snapshotBytesMax", reason: "must be positive and at most \(Self.snapshotBytesLimit) (one ByteBuffer)")
+        }
         guard reconnectBackoffMinimumMs > 0, reconnectBackoffMaximumMs >= reconnectBackoffMinimumMs else {
             throw ConfigurationError(field: "reconnectBackoffMs", reason: "minimum must be positive and not above maximum")
         }
+        try connections.validate()
     }
 }
 
@@ -36,10 +46,17 @@ public struct TransportLimits: Sendable, Hashable {
 public struct ChannelSecurity: Sendable {
     public var secureAccepted: @Sendable (any Channel) throws -> Void
     public var secureConnecting: @Sendable (any Channel) throws -> Void
+    /// The member an accepted connection speaks for, read from its verified certificate once the
+    /// handshake is done (called on the channel's event loop, when its first frame arrives); nil
+    /// when it names none. When set, a connection without a member is closed and every message
+    /// whose `from` is not that member is dropped: a certificate vouches for one member only.
+    public var identifyAccepted: (@Sendable (any Channel) -> NodeID?)?
 
-    public init(secureAccepted: @escaping @Sendable (any Channel) throws -> Void, secureConnecting: @escaping @Sendable (any Channel) throws -> Void) {
+    public init(secureAccepted: @escaping @Sendable (any Channel) throws -> Void, secureConnecting: @escaping @Sendable (any Channel) throws -> Void,
+                identifyAccepted: (@Sendable (any Channel) -> NodeID?)? = nil) {
         self.secureAccepted = secureAccepted
         self.secureConnecting = secureConnecting
+        self.identifyAccepted = identifyAccepted
     }
 }
 
@@ -93,6 +110,7 @@ public final class PeerTransport: Sendable {
         let deliver = self.deliver
         let logger = self.logger
         let security = self.security
+        let gate = try ConnectionGate(limits: limits.connections, name: "peer", logger: logger)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -100,8 +118,9 @@ public final class PeerTransport: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try security?.secureAccepted(channel)
+                    try gate.admit(channel, secured: security != nil)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(frameBytesMax: limits.frameBytesMax)))
-                    try channel.pipeline.syncOperations.addHandler(InboundFrameHandler(limits: limits, logger: logger, deliver: deliver))
+                    try channel.pipeline.syncOperations.addHandler(InboundFrameHandler(limits: limits, logger: logger, identify: security?.identifyAccepted, deliver: deliver))
                 }
             }
             .bind(host: host, port: port)
@@ -191,17 +210,48 @@ final class InboundFrameHandler: ChannelInboundHandler {
     let limits: TransportLimits
     let logger: Logger
     let deliver: @Sendable (TransportEvent) -> Void
+    /// Reads the member the connection's certificate is bound to (nil: plaintext, no binding).
+    let identify: (@Sendable (any Channel) -> NodeID?)?
+    /// The member this connection speaks for, once identified.
+    var boundMember: NodeID?
+    /// Messages dropped for a `from` other than `boundMember` (logged on the first and every 1,000th).
+    var forgedDropped = 0
     /// The snapshot message being reassembled: (identifier, chunks expected, bytes so far).
     var snapshotAssembly: (identifier: UInt64, chunks: UInt32, received: UInt32, bytes: ByteBuffer)?
 
-    init(limits: TransportLimits, logger: Logger, deliver: @escaping @Sendable (TransportEvent) -> Void) {
+    init(limits: TransportLimits, logger: Logger, identify: (@Sendable (any Channel) -> NodeID?)? = nil, deliver: @escaping @Sendable (TransportEvent) -> Void) {
         self.limits = limits
         self.logger = logger
+        self.identify = identify
         self.deliver = deliver
+    }
+
+    /// Hands `message` on unless the connection is bound to another member.
+    private func accept(_ message: Message, context: ChannelHandlerContext) {
+        if let boundMember, message.from != boundMember {
+            forgedDropped += 1
+            if forgedDropped % 1_000 == 1 {
+                logger.warning("dropped a peer message whose sender is not the connection's member", metadata: [
+                    "member": "\(String(boundMember, radix: 16))", "claimed": "\(String(message.from, radix: 16))",
+                    "type": "\(message.type)", "dropped": "\(forgedDropped)",
+                    "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
+                ])
+            }
+            return
+        }
+        deliver(.message(message))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var frame = unwrapInboundIn(data)
+        if let identify, boundMember == nil {
+            guard let member = identify(context.channel) else {
+                logger.warning("closing a peer connection whose certificate names no member", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+                context.close(promise: nil)
+                return
+            }
+            boundMember = member
+        }
         do {
             guard let rawKind = frame.readInteger(as: UInt8.self), let kind = PeerTransport.FrameKind(rawValue: rawKind) else {
                 throw MessageCodec.DecodingError(reason: "unknown frame kind")
@@ -209,9 +259,9 @@ final class InboundFrameHandler: ChannelInboundHandler {
             switch kind {
             case .messages:
                 guard let count = frame.readInteger(endianness: .little, as: UInt32.self) else { throw MessageCodec.DecodingError(reason: "truncated batch") }
-                for _ in 0..<count { deliver(.message(try MessageCodec.decodeMessage(from: &frame))) }
+                for _ in 0..<count { accept(try MessageCodec.decodeMessage(from: &frame), context: context) }
             case .snapshotChunk:
-                try receiveChunk(&frame)
+                try receiveChunk(&frame, context: context)
             }
         } catch {
             logger.warning("closing peer stream: \(error)", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
@@ -219,7 +269,7 @@ final class InboundFrameHandler: ChannelInboundHandler {
         }
     }
 
-    private func receiveChunk(_ frame: inout ByteBuffer) throws {
+    private func receiveChunk(_ frame: inout ByteBuffer, context: ChannelHandlerContext) throws {
         guard let identifier = frame.readInteger(endianness: .little, as: UInt64.self),
               let index = frame.readInteger(endianness: .little, as: UInt32.self),
               let count = frame.readInteger(endianness: .little, as: UInt32.self), count > 0, index < count
@@ -227,8 +277,10 @@ final class InboundFrameHandler: ChannelInboundHandler {
         if index == 0 {
             snapshotAssembly = (identifier, count, 0, ByteBuffer())
         }
-        guard var assembly = snapshotAssembly, assembly.identifier == identifier, assembly.received == index, assembly.chunks == count else {
-            snapshotAssembly = nil
+        // Moved out of the handler before it grows: a buffer still referenced from
+        // `snapshotAssembly` would be copied whole by every chunk's write (copy on write), which
+        // made receiving a snapshot quadratic in its size (a 350 MB one took 76 s).
+        guard var assembly = snapshotAssembly.take(), assembly.identifier == identifier, assembly.received == index, assembly.chunks == count else {
             throw MessageCodec.DecodingError(reason: "snapshot chunk out of order")
         }
         guard assembly.bytes.readableBytes + frame.readableBytes <= limits.snapshotBytesMax else {
@@ -239,7 +291,7 @@ final class InboundFrameHandler: ChannelInboundHandler {
         if assembly.received == assembly.chunks {
             snapshotAssembly = nil
             var whole = assembly.bytes
-            deliver(.message(try MessageCodec.decodeMessage(from: &whole)))
+            accept(try MessageCodec.decodeMessage(from: &whole), context: context)
         } else {
             snapshotAssembly = assembly
         }
