@@ -72,6 +72,12 @@ struct KVService {
         guard case .compaction(let response) = try await member.write(.compaction(CompactionRequest(revision: request.revision, physical: request.physical))) else {
             throw member.unexpected()
         }
+        if request.physical {
+            // etcd's physical compaction answers once this member has removed the rows.
+            while member.stateMachine.physicalCompactRevision < request.revision {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
         var result = Etcdserverpb_CompactionResponse()
         result.header = Convert.header(response.header, member.headerContext())
         return result

@@ -149,9 +149,23 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
         try lock.withLock { try store.snapshotData() }
     }
 
-    /// Rewrites the database file compactly.
+    /// Removes the next window of compacted rows (``KVStore/compactStep(rowsMax:)``) under the
+    /// lock that applies take, so each step holds them up only for its window; returns whether
+    /// rows are left.
+    public func compactStep() throws -> Bool {
+        try lock.withLock { try store.compactStep() }
+    }
+
+    /// The revision up to which compaction has removed its rows on this member.
+    public var physicalCompactRevision: Int64 {
+        lock.withLock { store.physicalCompactRevision }
+    }
+
+    /// Rewrites the database file compactly, after removing what compaction has left to remove
+    /// (so that `compact` then `defrag` frees the space, as with etcd).
     public func defragment() throws {
         try lock.withLock {
+            try store.finishCompaction()
             try store.vacuum()
             try noteSize()
         }

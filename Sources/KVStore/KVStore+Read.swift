@@ -214,6 +214,9 @@ extension KVStore {
             try statement.bind(3, revision)
             while try statement.step() {
                 let row = StoredVersion(statement)
+                // A deletion at the compact revision is gone once compaction has removed it;
+                // skipped before that too, so that every replica answers alike.
+                if isCompactedAway(row, newerAtCompaction: false) { continue }
                 if events.count >= maximum || bytes >= bytesMax, let last = events.last, last.kv.modRevision != row.revision {
                     complete = false
                     break
@@ -233,7 +236,8 @@ extension KVStore {
     // MARK: - Hash
 
     /// etcd's `HashKV`: a CRC-32C (Castagnoli) over the compact revision and then every stored
-    /// row at or below `revision` (0 = current) in key order, newest first within a key: key,
+    /// row at or below `revision` (0 = current) that compaction keeps, in key order, newest
+    /// first within a key: key,
     /// revision, sub-revision, tombstone flag, create revision, version, lease and value, each
     /// length-prefixed or as 8 big-endian bytes. Replicas that applied the same requests agree.
     public func hashKV(revision requested: Int64) throws -> Result<HashKVResponse, KVError> {
@@ -250,8 +254,15 @@ extension KVStore {
             """)
         defer { statement.reset() }
         try statement.bind(1, revision)
+        // Rows compaction has yet to remove on this replica are skipped: replicas remove them
+        // at their own pace (``compactStep(revisionsMax:)``) and must hash alike.
+        var key: [UInt8]?
+        var newerAtCompaction = false
         while try statement.step() {
             let row = StoredVersion(statement)
+            if row.key != key { (key, newerAtCompaction) = (row.key, false) }
+            defer { if row.revision <= state.compactRevision { newerAtCompaction = true } }
+            if isCompactedAway(row, newerAtCompaction: newerAtCompaction) { continue }
             crc.update(Int64(row.key.count))
             crc.update(row.key)
             for number in [row.revision, row.sub, row.tombstone ? 1 : 0, row.createRevision, row.version, row.lease] {

@@ -47,6 +47,12 @@ public final class KVStore {
         var leaseCount = 0
         /// Raised alarms, kept in the meta table as `alarm/TYPE/MEMBER` rows.
         var alarms: Set<AlarmMember> = []
+        /// The (revision, sub-revision) of the last row ``compactStep(rowsMax:)`` has passed; at
+        /// most (`compactRevision`, `Int64.max`), which means that nothing is left to remove.
+        /// Local to this replica: it moves with this replica's steps, and nothing a client reads
+        /// depends on it.
+        var physicalCompactRevision: Int64 = 0
+        var physicalCompactSub: Int64 = .max
     }
 
     static let schemaVersion: Int64 = 1
@@ -67,6 +73,10 @@ public final class KVStore {
     public var currentRevision: Int64 { state.currentRevision }
     /// Reads below this revision fail with ``KVError/compacted``; 0 before the first compaction.
     public var compactRevision: Int64 { state.compactRevision }
+    /// How far compaction has removed rows: ``compactRevision`` when nothing is left to remove.
+    public var physicalCompactRevision: Int64 {
+        state.physicalCompactSub == .max ? state.physicalCompactRevision : state.physicalCompactRevision - 1
+    }
     /// The alarms that stand, by member and type.
     public var alarms: [AlarmMember] { state.alarms.sorted() }
 
@@ -186,11 +196,15 @@ public final class KVStore {
             compactRevision: values["compact_revision"] ?? 0,
             appliedIndex: UInt64(bitPattern: values["applied_index"] ?? 0),
             leaseCount: try countLeases(),
-            alarms: Set(values.keys.compactMap(KVStore.alarm(metaName:)))
+            alarms: Set(values.keys.compactMap(KVStore.alarm(metaName:))),
+            // Stores written before compaction ran in steps compacted inside the apply.
+            physicalCompactRevision: values["compact_physical_revision"] ?? values["compact_revision"] ?? 0,
+            physicalCompactSub: values["compact_physical_sub"] ?? .max
         )
         // The file may have been restored from a peer's image or edited: refuse, never trap.
         guard state.currentRevision >= 1, state.compactRevision >= 0,
-              state.compactRevision <= state.currentRevision
+              state.compactRevision <= state.currentRevision,
+              state.physicalCompactRevision >= 0, state.physicalCompactRevision <= state.compactRevision
         else {
             throw KVStoreError.invalidState("meta table violates revision invariants: \(state)")
         }
@@ -219,6 +233,8 @@ public final class KVStore {
         for (name, value) in [
             ("current_revision", state.currentRevision),
             ("compact_revision", state.compactRevision),
+            ("compact_physical_revision", state.physicalCompactRevision),
+            ("compact_physical_sub", state.physicalCompactSub),
             ("applied_index", Int64(bitPattern: state.appliedIndex)),
         ] {
             try statement.bind(1, name)

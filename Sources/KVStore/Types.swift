@@ -240,8 +240,9 @@ public struct TxnResponse: Sendable, Hashable {
 
 public struct CompactionRequest: Sendable, Hashable {
     public var revision: Int64
-    /// Whether the client waits until the compaction is on disk. The store always compacts
-    /// physically inside the apply, so both values behave the same.
+    /// Whether the client waits until compaction has removed the compacted rows (etcd's
+    /// `physical`). The apply only moves the compact revision; the rows go in steps after it
+    /// (``KVStore/compactStep(revisionsMax:)``), and a physical compaction is answered after them.
     public var physical: Bool
 
     public init(revision: Int64, physical: Bool = false) {

@@ -275,7 +275,8 @@ struct StoreCommand: AsyncParsableCommand {
         if let clientIdentity { member.security = try APISecurity(identity: clientIdentity, clientCertificateRequired: clientCertAuth ?? true) }
         let leases = LeaseKeeper(member: member, extensionMs: Int64(heartbeatInterval * 10))
         let api = EtcdGRPCServer(member: member, leases: leases, host: client.host, port: client.port, logger: logger)
-        let services: [any Service] = [runtime, leases, api, MemberPublisher(member: member)] + (try extraServices(member, logger))
+        let services: [any Service] = [runtime, leases, api, MemberPublisher(member: member), Compactor(stateMachine: stateMachine, logger: logger)]
+            + (try extraServices(member, logger))
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
