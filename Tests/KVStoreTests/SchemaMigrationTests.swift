@@ -60,10 +60,9 @@ import Testing
 
     @Test func aSchema1DataDirectoryIsMigratedOnOpenWithEverythingKept() throws {
         let original = try Self.populated()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kv-schema1-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("kv.sqlite").path
+        // A temporary directory that TestStore removes: the schema-1 file goes beside its store.
+        let scratch = try TestStore()
+        let path = scratch.directory.appendingPathComponent("schema1-kv.sqlite").path
         try Self.schema1Copy(of: original, at: path)
 
         let migrated = try KVStore.open(path: path)
@@ -83,10 +82,9 @@ import Testing
 
     @Test func aSchema1SnapshotFromAPeerIsTakenAndMigrated() throws {
         let original = try Self.populated()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kv-schema1-image-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("image.sqlite").path
+        // A temporary directory that TestStore removes: the schema-1 file goes beside its store.
+        let scratch = try TestStore()
+        let path = scratch.directory.appendingPathComponent("schema1-image.sqlite").path
         try Self.schema1Copy(of: original, at: path)
         let image = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         try KVStore.validateSnapshot(image)
