@@ -33,6 +33,10 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
     /// The database's size in bytes after the last change (apply, restore, defragment), read
     /// without `lock` by every write's quota check.
     private let sizeBytes = NIOLockedValueBox<Int64>(0)
+    /// Held while a snapshot file is written (``writeSnapshot(toFile:)``) and by ``persist()``,
+    /// whose checkpoint waits for every reader: it waits for the copy here, not in SQLite's
+    /// busy timeout (which a long copy would outlast, and fail the member).
+    private let snapshotCopyLock = NIOLock()
 
     /// `responsesMax` and `responseBytesMax` bound the responses kept for local callers; the
     /// byte bound is twice the largest range result, so that one always fits.
@@ -107,9 +111,11 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
     }
 
     public func persist() throws -> UInt64? {
-        try lock.withLock {
-            try store.checkpoint()
-            return store.appliedIndex
+        try snapshotCopyLock.withLock {
+            try lock.withLock {
+                try store.checkpoint()
+                return store.appliedIndex
+            }
         }
     }
 
@@ -134,6 +140,23 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
     public func restore(_ data: [UInt8], index: UInt64) throws {
         try lock.withLock {
             try store.restore(from: data, appliedIndexMin: index)
+            try noteSize()
+        }
+    }
+
+    /// A copy of the database for a follower, through a connection of its own: applies go on
+    /// meanwhile (see ``KVStore/writeSnapshot(ofDatabaseAt:toFile:)``).
+    public func writeSnapshot(toFile target: String) throws {
+        try snapshotCopyLock.withLock { try KVStore.writeSnapshot(ofDatabaseAt: path, toFile: target) }
+    }
+
+    public func validateSnapshot(file: String, index: UInt64) throws {
+        try KVStore.validateSnapshot(file: file, appliedIndexMin: index)
+    }
+
+    public func restore(file: String, index: UInt64) throws {
+        try lock.withLock {
+            try store.restore(fromFile: file, appliedIndexMin: index)
             try noteSize()
         }
     }

@@ -37,9 +37,10 @@ public struct StoreMember: Sendable {
     /// NOSPACE alarm for the whole cluster, cleared by compaction, defragment and `alarm disarm`.
     public var quotaBackendBytes: Int64 = Self.defaultQuotaBackendBytes
     public static let defaultQuotaBackendBytes: Int64 = 2 << 30
-    /// The largest quota allowed: a database must fit a snapshot (``TransportLimits/snapshotBytesMax``)
-    /// with room for what is written while the alarm is raised.
-    public static let quotaBackendBytesLimit: Int64 = 3 << 30
+    /// The largest quota allowed (etcd's suggested maximum): a database must fit a snapshot
+    /// (``TransportLimits/snapshotBytesMax``, 8 GiB) with room for what is written while the
+    /// alarm is raised.
+    public static let quotaBackendBytesLimit: Int64 = 7 << 30
     /// TLS for the API and for forwarding to the leader (nil: plaintext).
     public var security: APISecurity?
     /// Where refusals of TLS peers met while forwarding are logged.

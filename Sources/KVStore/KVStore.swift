@@ -387,20 +387,13 @@ public final class KVStore {
     public func restore(from data: [UInt8], appliedIndexMin: UInt64 = 0) throws {
         let source = try KVStore.checkedImage(data, appliedIndexMin: appliedIndexMin)
         defer { source.close() }
-        guard let memoryHandle = source.handle else {
-            throw SQLiteError(code: SQLITE_CANTOPEN, message: "no snapshot image", context: "restoring")
-        }
+        try restore(checkedSource: source)
+    }
+
+    /// Replaces the database with `source` (checked by ``checkImage(_:appliedIndexMin:)``).
+    func restore(checkedSource source: SQLiteDatabase) throws {
         // The backup API copies every page inside one write transaction of ours: atomic.
-        guard let backup = sqlite3_backup_init(database.handle, "main", memoryHandle, "main") else {
-            throw SQLiteError(code: sqlite3_errcode(database.handle), message: database.lastErrorMessage,
-                              context: "starting the snapshot copy")
-        }
-        let stepCode = sqlite3_backup_step(backup, -1)
-        let finishCode = sqlite3_backup_finish(backup)
-        guard stepCode == SQLITE_DONE else {
-            throw SQLiteError(code: stepCode, message: database.lastErrorMessage, context: "copying the snapshot")
-        }
-        try database.check(finishCode, "finishing the snapshot copy")
+        try KVStore.backup(from: source, into: database, context: "copying the snapshot")
         try configureConnection()
         try migrateIfNeeded()
         try loadState()
@@ -460,7 +453,7 @@ public final class KVStore {
         }
     }
 
-    private static func checkImage(_ source: SQLiteDatabase, appliedIndexMin: UInt64) throws {
+    static func checkImage(_ source: SQLiteDatabase, appliedIndexMin: UInt64) throws {
         func invalid(_ reason: String) -> KVStoreError { .invalidSnapshot(reason) }
         do {
             let check = try source.statement("PRAGMA quick_check")

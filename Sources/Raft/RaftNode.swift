@@ -105,6 +105,8 @@ public final class RaftNode<Storage: LogStorage> {
     public var appliedIndex: UInt64 { log.applied }
     public var lastIndex: UInt64 { log.lastIndex }
     public var firstIndex: UInt64 { log.firstIndex }
+    /// A snapshot taken from the leader and not yet handed out by ``ready()``.
+    public var pendingSnapshot: Snapshot? { log.unstable.snapshot }
     /// Whether this node may campaign: only voters can.
     public var isPromotable: Bool { membership.isVoter(id) }
     /// The index of the membership entry in force.

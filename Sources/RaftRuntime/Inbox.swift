@@ -61,13 +61,16 @@ final class Inbox: @unchecked Sendable {
         }
     }
 
-    func deliver(_ event: TransportEvent) {
-        let wake = state.withLockedValue { state -> Bool in
-            guard !state.closed, state.events.count < eventsMax else { return false }
+    /// Queues `event`; false when it was dropped (the inbox is full or closed).
+    @discardableResult
+    func deliver(_ event: TransportEvent) -> Bool {
+        let (queued, wake) = state.withLockedValue { state -> (Bool, Bool) in
+            guard !state.closed, state.events.count < eventsMax else { return (false, false) }
             state.events.append(event)
-            return Self.schedule(&state)
+            return (true, Self.schedule(&state))
         }
         if wake { owner?.scheduleTurn() }
+        return queued
     }
 
     /// Schedules a turn (unless one is already waiting to take the inbox).

@@ -108,17 +108,33 @@ public actor RaftRuntime: Service {
         let inbox = Inbox(eventsMax: configuration.inboundQueueMax)
         self.inbox = inbox
         let receiver = configuration.id
-        transport = PeerTransport(id: configuration.id, group: loop, limits: configuration.transport, security: configuration.peerSecurity, logger: logger) { event in
+        let spool = SnapshotSpool(directory: "\(configuration.dataDirectory)/transfer")
+        transport = PeerTransport(id: configuration.id, group: loop, limits: configuration.transport, security: configuration.peerSecurity,
+                                  spool: spool, logger: logger) { event in
             // Checked here, before the inbox, so that a message no correct peer sends never
             // reaches Raft (where a snapshot would be made durable before it is restored).
-            if case .message(let message) = event,
-               let reason = RaftRuntime.inboundRejection(message, receiver: receiver, stateMachine: stateMachine) {
-                logger.warning("dropping invalid peer message", metadata: [
-                    "from": "\(message.from)", "type": "\(message.type)", "term": "\(message.term)", "reason": "\(reason)",
-                ])
-                return
+            var event = event
+            var message: Message?
+            var imageFile: String?
+            switch event {
+            case .message(let inline): message = inline
+            case .snapshot(let streamed, let file): (message, imageFile) = (streamed, file)
+            default: break
             }
-            inbox.deliver(event)
+            if let message {
+                switch RaftRuntime.admit(message, imageFile: imageFile, receiver: receiver, stateMachine: stateMachine, spool: spool) {
+                case .success(let admitted):
+                    event = .message(admitted)
+                case .failure(let refusal):
+                    logger.warning("dropping invalid peer message", metadata: [
+                        "from": "\(message.from)", "type": "\(message.type)", "term": "\(message.term)", "reason": "\(refusal.reason)",
+                    ])
+                    return
+                }
+            }
+            if !inbox.deliver(event), case .message(let dropped) = event, let file = RuntimeSnapshot.spooledFile(of: dropped) {
+                SnapshotSpool.remove(file)
+            }
         }
         (failures, failureContinuation) = AsyncStream<any Error>.makeStream()
         inbox.owner = self
@@ -215,12 +231,19 @@ public actor RaftRuntime: Service {
                 if smIndex < snapshot.metadata.index {
                     try stateMachine.restore(data, index: snapshot.metadata.index)
                 }
+            case .storedImage:
+                // A snapshot from the leader, made durable before (or while) it was restored.
+                if smIndex < snapshot.metadata.index {
+                    try stateMachine.restore(file: storage.imagePath(for: snapshot.metadata), index: snapshot.metadata.index)
+                }
             case .heldByStateMachine(let durableIndex):
                 // The log before the snapshot is gone: the state machine's own storage must hold
                 // everything the snapshot promised.
                 guard smIndex >= durableIndex else {
                     throw RuntimeError.rejected("the state machine's data is at index \(smIndex), behind the snapshot at \(snapshot.metadata.index) that relies on it (index \(durableIndex)): the state machine's files were lost or replaced")
                 }
+            case .file:
+                throw RuntimeError.rejected("the snapshot at \(snapshot.metadata.index) refers to a file in transit")
             }
             smIndex = max(smIndex, snapshot.metadata.index)
         }
@@ -265,22 +288,47 @@ public actor RaftRuntime: Service {
         expireRequests()
     }
 
-    /// Why a message from a peer must be dropped before it reaches Raft, or nil: the core's
+    struct Refusal: Error {
+        var reason: String
+    }
+
+    /// A message from a peer as Raft may take it, or why it must be dropped first: the core's
     /// checks of its meaning (``Message/rejection(receiver:)``), and for a snapshot that its
-    /// payload decodes and that the state machine could restore it
-    /// (``StateMachine/validateSnapshot(_:index:)``). Pure: callable from any thread.
-    static func inboundRejection(_ message: Message, receiver: NodeID, stateMachine: any StateMachine) -> String? {
-        if let rejection = message.rejection(receiver: receiver) { return rejection.description }
-        guard let snapshot = message.snapshot else { return nil }
+    /// payload decodes and that the state machine could restore its image
+    /// (``StateMachine/validateSnapshot(file:index:)``). A snapshot's image ends up in a file of
+    /// `spool` (`imageFile` when it was streamed; written here when it came inline, as a test's
+    /// hand-made frame sends it), which the admitted message's data names; a refused one's file
+    /// is removed. Callable from any thread (the transport's, concurrently with everything).
+    static func admit(_ message: Message, imageFile: String?, receiver: NodeID, stateMachine: any StateMachine,
+                      spool: SnapshotSpool) -> Result<Message, Refusal> {
+        if let rejection = message.rejection(receiver: receiver) {
+            if let imageFile { SnapshotSpool.remove(imageFile) }
+            return .failure(Refusal(reason: rejection.description))
+        }
+        guard let snapshot = message.snapshot else { return .success(message) }
+        var path = imageFile
         do {
-            let (_, content) = try RuntimeSnapshot.decode(snapshot.data)
-            guard case .data(let data) = content else { return "snapshot without its state machine data" }
-            // Linear in the snapshot's size, on the network thread: snapshots are rare, and one
-            // that cannot be restored must be refused before it is made durable.
-            try stateMachine.validateSnapshot(data, index: snapshot.metadata.index)
-            return nil
+            let (registry, content) = try RuntimeSnapshot.decode(snapshot.data)
+            guard case .data(let inline) = content else { throw Refusal(reason: "snapshot without its state machine data") }
+            if imageFile == nil || !inline.isEmpty {
+                guard imageFile.map({ (try? FileSystem.fileSize($0)) == 0 }) ?? true else {
+                    throw Refusal(reason: "snapshot with its state machine data both inline and streamed")
+                }
+                let inlinePath = imageFile ?? spool.newPath("in")
+                path = inlinePath
+                SnapshotSpool.remove(inlinePath)
+                try SnapshotImageFile.write(inline, to: inlinePath)
+            }
+            guard let path else { throw Refusal(reason: "snapshot without an image") }
+            // Linear in the snapshot's size, off the Raft loop: snapshots are rare, and one that
+            // cannot be restored must be refused before it is made durable.
+            try stateMachine.validateSnapshot(file: path, index: snapshot.metadata.index)
+            var admitted = message
+            admitted.snapshot?.data = RuntimeSnapshot.encode(registry: registry, content: .file(path))
+            return .success(admitted)
         } catch {
-            return "snapshot refused: \(error)"
+            if let path { SnapshotSpool.remove(path) }
+            return .failure(error as? Refusal ?? Refusal(reason: "snapshot refused: \(error)"))
         }
     }
 
@@ -288,16 +336,22 @@ public actor RaftRuntime: Service {
         guard let raft else { return }
         switch event {
         case .message(let message):
-            guard message.to == id else { return }
-            // A member we know neither from the log nor by address (a removed member, or a
-            // stranger) cannot be answered, and must not move our term.
-            guard raft.membership.contains(message.from) || registry[message.from] != nil else {
-                logger.warning("dropping peer message from an unknown member", metadata: [
-                    "from": "\(message.from)", "type": "\(message.type)", "term": "\(message.term)",
-                ])
-                return
+            let pendingBefore = raft.pendingSnapshot
+            step(message, raft: raft)
+            // A snapshot's image file stays only while Raft holds the snapshot (until its Ready
+            // moves the file beside the log); one Raft ignored, or replaced with a newer one, goes.
+            let pendingAfter = raft.pendingSnapshot
+            if let file = RuntimeSnapshot.spooledFile(of: message), pendingAfter?.data != message.snapshot?.data {
+                SnapshotSpool.remove(file)
             }
-            raft.step(message)
+            if let pendingBefore, pendingBefore.data != pendingAfter?.data,
+               let file = RuntimeSnapshot.spooledFile(of: Message(type: .snapshot, snapshot: pendingBefore)) {
+                SnapshotSpool.remove(file)
+            }
+        case .snapshot(let message, let imageFile):
+            // Turned into `.message` by the transport's handler before the inbox.
+            logger.warning("dropping a snapshot that was not admitted", metadata: ["from": "\(message.from)"])
+            SnapshotSpool.remove(imageFile)
         case .unreachable(let node):
             raft.reportUnreachable(node)
         case .refused(let node):
@@ -306,6 +360,19 @@ public actor RaftRuntime: Service {
         case .snapshotStatus(let node, let succeeded):
             raft.reportSnapshot(to: node, succeeded: succeeded)
         }
+    }
+
+    private func step(_ message: Message, raft: RaftNode<DiskStorage>) {
+        guard message.to == id else { return }
+        // A member we know neither from the log nor by address (a removed member, or a
+        // stranger) cannot be answered, and must not move our term.
+        guard raft.membership.contains(message.from) || registry[message.from] != nil else {
+            logger.warning("dropping peer message from an unknown member", metadata: [
+                "from": "\(message.from)", "type": "\(message.type)", "term": "\(message.term)",
+            ])
+            return
+        }
+        raft.step(message)
     }
 
     private var deadline: UInt64 {
@@ -545,7 +612,8 @@ public actor RaftRuntime: Service {
     struct ApplyJob: Sendable {
         var entries: [Entry]
         var commands: [PendingCommand]
-        var restore: (index: UInt64, registry: [NodeID: PeerAddress], data: [UInt8])?
+        /// Where the state to restore is: `.data` or `.file` (never a reference to itself).
+        var restore: (index: UInt64, registry: [NodeID: PeerAddress], state: RuntimeSnapshot.Content)?
     }
 
     private func processReady() throws {
@@ -573,11 +641,18 @@ public actor RaftRuntime: Service {
             // become its state on disk (it would fail again on every restart).
             if let snapshot = ready.snapshot {
                 let (snapshotRegistry, content) = try RuntimeSnapshot.decode(snapshot.data)
-                guard case .data(let data) = content else {
+                switch content {
+                case .file(let path):
+                    // The image moves beside the log (no copy); the record refers to it there.
+                    let record = Snapshot(metadata: snapshot.metadata, data: RuntimeSnapshot.encode(registry: snapshotRegistry, content: .storedImage))
+                    let stored = try storage.applySnapshot(record, image: path) ?? path
+                    job.restore = (snapshot.metadata.index, snapshotRegistry, .file(stored))
+                case .data:
+                    try storage.applySnapshot(snapshot)
+                    job.restore = (snapshot.metadata.index, snapshotRegistry, content)
+                case .heldByStateMachine, .storedImage:
                     throw RuntimeError.rejected("received a snapshot at \(snapshot.metadata.index) without its state machine data")
                 }
-                job.restore = (snapshot.metadata.index, snapshotRegistry, data)
-                try storage.applySnapshot(snapshot)
             }
             try storage.save(hardState: ready.hardState, entries: ready.entries, sync: ready.mustSync)
             for entry in ready.entries where entry.kind == .membershipChange {
@@ -615,7 +690,11 @@ public actor RaftRuntime: Service {
     private func startApply(_ job: ApplyJob) {
         let stateMachine = self.stateMachine
         queueOnApplier({ () throws -> [[UInt8]] in
-            if let restore = job.restore { try stateMachine.restore(restore.data, index: restore.index) }
+            switch job.restore?.state {
+            case .data(let data)?: try stateMachine.restore(data, index: job.restore!.index)
+            case .file(let path)?: try stateMachine.restore(file: path, index: job.restore!.index)
+            default: break
+            }
             return job.commands.isEmpty ? [] : try stateMachine.apply(job.commands.map(\.command))
         }, then: { runtime, result in runtime.finishApply(job, result) })
     }
@@ -633,35 +712,47 @@ public actor RaftRuntime: Service {
         }
     }
 
-    /// Sends `messages`, first filling in the state machine's data of snapshots that only refer
-    /// to it: a copy of the current state taken on a background thread, then sent on its own.
+    /// Sends `messages`; a snapshot goes with its state machine image: the state written to a
+    /// file of the transport's spool on a background thread (or the snapshot's own bytes, for a
+    /// state machine without storage), then streamed from there.
     private func send(_ messages: [Message]) {
-        guard messages.contains(where: { $0.snapshot.map { RuntimeSnapshot.isHeldByStateMachine($0.data) } ?? false }) else {
+        guard messages.contains(where: { $0.snapshot != nil }) else {
             transport.send(messages)
             return
         }
         var direct: [Message] = []
         for message in messages {
-            guard let snapshot = message.snapshot, RuntimeSnapshot.isHeldByStateMachine(snapshot.data) else {
+            guard let snapshot = message.snapshot else {
                 direct.append(message)
                 continue
             }
             let stateMachine = self.stateMachine
             let transport = self.transport
             let logger = self.logger
+            let inbox = self.inbox
             Task {
+                let spooled = transport.spool?.newPath("out")
                 do {
-                    let filled = try await NIOThreadPool.singleton.runIfActive { () throws -> Message in
-                        var filled = message
-                        let (registry, _) = try RuntimeSnapshot.decode(snapshot.data)
-                        filled.snapshot?.data = RuntimeSnapshot.encode(registry: registry, content: .data(try stateMachine.snapshot()))
-                        return filled
+                    let (header, image) = try await NIOThreadPool.singleton.runIfActive { () throws -> (Message, SnapshotImage) in
+                        let (registry, content) = try RuntimeSnapshot.decode(snapshot.data)
+                        var header = message
+                        header.snapshot?.data = RuntimeSnapshot.encode(registry: registry, content: .data([]))
+                        if case .data(let bytes) = content { return (header, .bytes(bytes)) }
+                        guard let spooled else { throw RuntimeError.rejected("no spool directory for outgoing snapshots") }
+                        try stateMachine.writeSnapshot(toFile: spooled)
+                        return (header, .file(spooled))
                     }
-                    logger.info("sending snapshot", metadata: ["to": "\(message.to)", "index": "\(snapshot.metadata.index)", "bytes": "\(filled.snapshot?.data.count ?? 0)"])
-                    transport.send([filled])
+                    let bytes: Int
+                    switch image {
+                    case .bytes(let data): bytes = data.count
+                    case .file(let path): bytes = (try? FileSystem.fileSize(path)) ?? -1
+                    }
+                    logger.info("sending snapshot", metadata: ["to": "\(message.to)", "index": "\(snapshot.metadata.index)", "bytes": "\(bytes)"])
+                    transport.sendSnapshot(header, image: image)
                 } catch {
+                    if let spooled { SnapshotSpool.remove(spooled) }
                     logger.warning("cannot make snapshot data", metadata: ["to": "\(message.to)", "error": "\(error)"])
-                    self.inbox.deliver(.snapshotStatus(message.to, succeeded: false))
+                    inbox.deliver(.snapshotStatus(message.to, succeeded: false))
                 }
             }
         }
@@ -838,12 +929,14 @@ enum CommandEnvelope {
     }
 }
 
-/// A Raft snapshot's payload: the replicated peer addresses, then either the state machine's
-/// bytes or, for a state machine with durable storage of its own, the index that storage was
-/// synced at (the state itself is read from the state machine when a follower needs it).
+/// A Raft snapshot's payload: the replicated peer addresses, then where the state machine's
+/// state is: its bytes; or, for a state machine with durable storage of its own, the index that
+/// storage was synced at (the state itself is written out when a follower needs it); or a file.
 ///
-/// Layout: `u32 count | flags` (bit 31: held by the state machine), then per peer `u64 id`,
-/// `u16 length`, the address text; then the data, or a `u64` durable index.
+/// Layout: `u32 count | flags` (bit 31: held by the state machine, bit 30: a file of this
+/// member's spool, bit 29: the image stored beside the snapshot), then per peer `u64 id`,
+/// `u16 length`, the address text; then the data, a `u64` durable index, or the file's path.
+/// Only `data` (empty: the image follows in the snapshot stream) crosses the wire.
 enum RuntimeSnapshot {
     struct DecodingError: Error, CustomStringConvertible {
         var description: String { "malformed runtime snapshot" }
@@ -852,14 +945,32 @@ enum RuntimeSnapshot {
     enum Content: Sendable, Hashable {
         case data([UInt8])
         case heldByStateMachine(durableIndex: UInt64)
+        /// A snapshot received from a peer, on its way to Raft: its image is this file.
+        case file(String)
+        /// A snapshot record whose image is ``DiskStorage/imagePath(for:)``.
+        case storedImage
     }
 
     static let heldFlag: UInt32 = 1 << 31
+    static let fileFlag: UInt32 = 1 << 30
+    static let storedImageFlag: UInt32 = 1 << 29
+    static let flags = heldFlag | fileFlag | storedImageFlag
+
+    /// The spool file a snapshot message from a peer refers to, if it does.
+    static func spooledFile(of message: Message) -> String? {
+        guard let data = message.snapshot?.data, let (_, content) = try? decode(data), case .file(let path) = content else { return nil }
+        return path
+    }
 
     static func encode(registry: [NodeID: PeerAddress], content: Content) -> [UInt8] {
         var buffer = ByteBuffer()
         var header = UInt32(registry.count)
-        if case .heldByStateMachine = content { header |= heldFlag }
+        switch content {
+        case .data: break
+        case .heldByStateMachine: header |= heldFlag
+        case .file: header |= fileFlag
+        case .storedImage: header |= storedImageFlag
+        }
         buffer.writeInteger(header, endianness: .little)
         for (node, address) in registry.sorted(by: { $0.key < $1.key }) {
             buffer.writeInteger(node, endianness: .little)
@@ -873,19 +984,20 @@ enum RuntimeSnapshot {
             bytes += data
         case .heldByStateMachine(let durableIndex):
             for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: durableIndex >> UInt64(shift))) }
+        case .file(let path):
+            bytes += Array(path.utf8)
+        case .storedImage:
+            break
         }
         return bytes
-    }
-
-    static func isHeldByStateMachine(_ bytes: [UInt8]) -> Bool {
-        bytes.count >= 4 && bytes[3] & 0x80 != 0
     }
 
     static func decode(_ bytes: [UInt8]) throws -> (registry: [NodeID: PeerAddress], content: Content) {
         var buffer = ByteBuffer(bytes: bytes)
         guard let header = buffer.readInteger(endianness: .little, as: UInt32.self) else { throw DecodingError() }
-        let count = header & ~heldFlag
-        guard count <= 4096 else { throw DecodingError() }
+        let count = header & ~flags
+        let flag = header & flags
+        guard count <= 4096, flag.nonzeroBitCount <= 1 else { throw DecodingError() }
         var registry: [NodeID: PeerAddress] = [:]
         for _ in 0..<count {
             guard let node = buffer.readInteger(endianness: .little, as: UInt64.self),
@@ -895,7 +1007,16 @@ enum RuntimeSnapshot {
             else { throw DecodingError() }
             registry[node] = address
         }
-        guard header & heldFlag != 0 else { return (registry, .data(Array(buffer.readableBytesView))) }
+        switch flag {
+        case 0: return (registry, .data(Array(buffer.readableBytesView)))
+        case fileFlag:
+            guard buffer.readableBytes > 0, let path = buffer.readString(length: buffer.readableBytes) else { throw DecodingError() }
+            return (registry, .file(path))
+        case storedImageFlag:
+            guard buffer.readableBytes == 0 else { throw DecodingError() }
+            return (registry, .storedImage)
+        default: break
+        }
         guard let durableIndex = buffer.readInteger(endianness: .little, as: UInt64.self), buffer.readableBytes == 0 else { throw DecodingError() }
         return (registry, .heldByStateMachine(durableIndex: durableIndex))
     }

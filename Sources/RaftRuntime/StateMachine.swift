@@ -57,11 +57,54 @@ public protocol StateMachine: AnyObject, Sendable {
     /// made durable before it is restored, so a bad one would otherwise fail the member on every
     /// restart. It must not touch the state machine's state.
     func validateSnapshot(_ data: [UInt8], index: UInt64) throws
+
+    // Snapshots as files. A snapshot that travels between members goes from a file on the
+    // sender to a file on the receiver, in chunks, so that its size costs disk, not memory. The
+    // defaults go through the byte-array methods above (for state machines small enough to hold
+    // whole); a state machine with large state writes, checks and restores its files directly.
+
+    /// Writes the current state (what ``snapshot()`` returns) to a new file at `path`, synced to
+    /// disk. Called off the runtime's threads, concurrently with everything else, when a
+    /// follower needs the state.
+    func writeSnapshot(toFile path: String) throws
+    /// ``validateSnapshot(_:index:)`` for a snapshot whose state is the file at `path`.
+    func validateSnapshot(file path: String, index: UInt64) throws
+    /// ``restore(_:index:)`` from the file at `path` (which stays where it is: the runtime keeps
+    /// it until a later snapshot replaces it).
+    func restore(file path: String, index: UInt64) throws
 }
 
 extension StateMachine {
     public func persist() throws -> UInt64? { nil }
     public func validateSnapshot(_ data: [UInt8], index: UInt64) throws {}
+
+    public func writeSnapshot(toFile path: String) throws {
+        try SnapshotImageFile.write(snapshot(), to: path)
+    }
+
+    public func validateSnapshot(file path: String, index: UInt64) throws {
+        try validateSnapshot(SnapshotImageFile.read(path), index: index)
+    }
+
+    public func restore(file path: String, index: UInt64) throws {
+        try restore(SnapshotImageFile.read(path), index: index)
+    }
+}
+
+/// Whole-file reads and writes of snapshot images, for state machines that hold their state in
+/// memory.
+public enum SnapshotImageFile {
+    /// Creates `path` (0600, `O_EXCL`, never through a symbolic link) with `bytes`, synced.
+    public static func write(_ bytes: [UInt8], to path: String) throws {
+        let file = try POSIXFile(path: path, create: true, exclusive: true)
+        defer { file.close() }
+        try file.write(bytes, at: 0)
+        try file.synchronize()
+    }
+
+    public static func read(_ path: String) throws -> [UInt8] {
+        try FileSystem.readFile(path)
+    }
 }
 
 /// Why a runtime request failed. Each names its cause so that a caller can act on it.

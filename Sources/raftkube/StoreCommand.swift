@@ -50,7 +50,7 @@ struct StoreCommand: AsyncParsableCommand {
     @Option(help: "Applied entries between snapshots of the keyspace (etcd's --snapshot-count).")
     var snapshotCount: UInt64 = 100_000
 
-    @Option(help: "Database size in bytes past which writes that add data are refused and the NOSPACE alarm is raised (etcd's --quota-backend-bytes; 0: 2 GiB; at most 3 GiB, since snapshots travel in one buffer; negative: no quota, which lets a database outgrow what a snapshot can carry).")
+    @Option(help: "Database size in bytes past which writes that add data are refused and the NOSPACE alarm is raised (etcd's --quota-backend-bytes; 0: 2 GiB; at most 7 GiB, under the 8 GiB a snapshot may have; negative: no quota, which lets a database outgrow what a snapshot can carry).")
     var quotaBackendBytes: Int64 = 0
 
     @Option(help: "Milliseconds per Raft tick.")
@@ -168,7 +168,7 @@ struct StoreCommand: AsyncParsableCommand {
     func runMember(extraServices: (StoreMember, Logger) throws -> [any Service]) async throws {
         guard ["new", "existing"].contains(initialClusterState) else { throw ValidationError("--initial-cluster-state must be new or existing") }
         guard quotaBackendBytes <= StoreMember.quotaBackendBytesLimit else {
-            throw ValidationError("--quota-backend-bytes \(quotaBackendBytes) is above \(StoreMember.quotaBackendBytesLimit) (3 GiB): a snapshot of a larger database would not fit the one buffer it travels in")
+            throw ValidationError("--quota-backend-bytes \(quotaBackendBytes) is above \(StoreMember.quotaBackendBytesLimit) (7 GiB): a snapshot of a larger database would not fit under the 8 GiB a member takes")
         }
         let client = try Self.endpoint(listenClientUrls, option: "--listen-client-urls")
         let peer = try Self.endpoint(listenPeerUrls, option: "--listen-peer-urls")

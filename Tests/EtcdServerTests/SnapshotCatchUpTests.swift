@@ -49,6 +49,13 @@ struct SnapshotCatchUpTests {
         }
     }
 
+    /// The most memory a process has had resident (VmHWM), in bytes.
+    static func peakResidentBytes(_ pid: Int32) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
+        return try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])) * 1024
+    }
+
     static func count(_ cluster: StoreCluster, member: Int) throws -> String {
         try cluster.etcdctl(["get", "k/", "--prefix", "--keys-only", "--consistency=s"], endpoints: "127.0.0.1:\(cluster.clientPort(member))")
             .stdout.split(separator: "\n").filter { !$0.isEmpty }.count.description
@@ -155,6 +162,12 @@ struct SnapshotCatchUpTests {
         #expect(sent.contains { $0 > 1_500_000_000 }, "snapshots sent: \(sent)")
         #expect(try String(contentsOfFile: "\(cluster.root)/m2.log", encoding: .utf8).contains("restored snapshot"))
         #expect(cluster.isRunning(1) && cluster.isRunning(2))
+        // The snapshot went from file to file in chunks: neither member ever held it in memory
+        // (when it travelled in one buffer, each held it two or three times over).
+        let peaks = try [1, 2].map { member in try Self.peakResidentBytes(#require(cluster.processIdentifier(member))) }
+        print("peak RSS while sending and receiving a \(size)-byte snapshot: leader \(peaks[0] >> 20) MiB, new member \(peaks[1] >> 20) MiB")
+        #expect(peaks[0] < size / 3, "leader's peak RSS \(peaks[0]) bytes for a \(size)-byte database")
+        #expect(peaks[1] < size / 4, "new member's peak RSS \(peaks[1]) bytes for a \(size)-byte database")
         let both = "127.0.0.1:\(cluster.clientPort(1)),127.0.0.1:\(cluster.clientPort(2))"
         var hashes: [Substring] = []
         // Hashing 1.5 GiB takes a debug build tens of seconds per member.

@@ -121,6 +121,42 @@ import Testing
         #expect(StorageTestFiles.list("\(path)/snap").count == 2)
     }
 
+    @Test("a snapshot's image file from the leader moves beside the log, survives a reopen, and goes with its record")
+    func snapshotImageMovesBesideTheLog() throws {
+        let directory = StorageTestDirectory()
+        defer { directory.remove() }
+        let path = directory.sub("data")
+        var options = DiskStorage.Options.small(segmentBytes: 1024)
+        options.snapshotFilesKept = 1
+        let storage = try DiskStorage.open(directory: path, bootstrap: Membership(voters: [1]), options: options)
+        try FileSystem.makeDirectory("\(path)/transfer")
+        let incoming = "\(path)/transfer/in-1.image"
+        try StorageTestFiles.write(Array("image at 50".utf8), to: incoming)
+        let metadata = SnapshotMetadata(index: 50, term: 4, membership: Membership(voters: [1]))
+        let stored = try storage.applySnapshot(Snapshot(metadata: metadata, data: [7]), image: incoming)
+        #expect(stored == storage.imagePath(for: metadata))
+        #expect(stored == "\(path)/snap/0000000000000032-0000000000000004.image")
+        #expect(!FileSystem.fileExists(incoming))
+        #expect(try StorageTestFiles.read(storage.imagePath(for: metadata)) == Array("image at 50".utf8))
+        // An older snapshot's image is not taken: it stays where it was, for its owner to remove.
+        try StorageTestFiles.write([1], to: incoming)
+        #expect(try storage.applySnapshot(Snapshot(metadata: SnapshotMetadata(index: 40, term: 4), data: []), image: incoming) == incoming)
+        #expect(FileSystem.fileExists(incoming))
+        storage.close()
+
+        // A crash between an image's move and its record's write leaves an image with no record:
+        // removed on open; the real one stays.
+        try StorageTestFiles.write([2], to: "\(path)/snap/0000000000000063-0000000000000005.image")
+        let reopened = try DiskStorage.open(directory: path, bootstrap: Membership(), options: options)
+        defer { reopened.close() }
+        #expect(try reopened.snapshot().metadata == metadata)
+        #expect(StorageTestFiles.list("\(path)/snap") == ["0000000000000032-0000000000000004.image", "0000000000000032-0000000000000004.snap"])
+        // A later snapshot of the state machine's own replaces it, and its image goes with it.
+        try reopened.save(hardState: HardState(term: 4, vote: noNode, commit: 60), entries: storageTestEntries(51...60, term: 4), sync: true)
+        try reopened.createSnapshot(index: 60, membership: Membership(voters: [1]), data: [6])
+        #expect(StorageTestFiles.list("\(path)/snap") == ["000000000000003c-0000000000000004.snap"])
+    }
+
     @Test func snapshotFromTheLeaderResetsTheLogDurably() throws {
         let directory = StorageTestDirectory()
         defer { directory.remove() }

@@ -51,12 +51,23 @@ struct TransportTests {
     @Test("Two transports exchange batches and chunked snapshots over real sockets")
     func messagesTravelBetweenTransports() async throws {
         let received = NIOLockedValueBox<[Message]>([])
+        let imageSizes = NIOLockedValueBox<[Int]>([])
         let statuses = NIOLockedValueBox<[TransportEvent]>([])
+        let directory = StorageTestDirectory()
+        defer { directory.remove() }
         var limits = TransportLimits()
         limits.snapshotChunkBytes = 100
-        limits.frameBytesMax = 1_000
-        let receiver = PeerTransport(id: 2, group: MultiThreadedEventLoopGroup.singleton, limits: limits, logger: Logger(label: "test")) { event in
-            if case .message(let message) = event { received.withLockedValue { $0.append(message) } }
+        limits.frameBytesMax = 2_000
+        let receiver = PeerTransport(id: 2, group: MultiThreadedEventLoopGroup.singleton, limits: limits, spool: SnapshotSpool(directory: directory.sub("spool")),
+                                     logger: Logger(label: "test")) { event in
+            switch event {
+            case .message(let message): received.withLockedValue { $0.append(message) }
+            case .snapshot(let message, let file):
+                // Given inline, the snapshot travels whole in its start frame; its image file is empty.
+                imageSizes.withLockedValue { $0.append((try? FileSystem.fileSize(file)) ?? -1) }
+                received.withLockedValue { $0.append(message) }
+            default: break
+            }
         }
         let sender = PeerTransport(id: 1, group: MultiThreadedEventLoopGroup.singleton, limits: limits, logger: Logger(label: "test")) { event in
             statuses.withLockedValue { $0.append(event) }
@@ -73,8 +84,11 @@ struct TransportTests {
         for _ in 0..<100 where received.withLockedValue({ $0.count }) < outgoing.count {
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(received.withLockedValue { $0 } == outgoing)
-        // The 1000-byte snapshot went in chunks of 100 bytes and was reported as sent.
+        // The snapshot's image arrives after an fsync on another thread: anywhere in the order.
+        #expect(received.withLockedValue { $0 }.filter { $0.type != .snapshot } == outgoing.filter { $0.type != .snapshot })
+        #expect(received.withLockedValue { $0 }.filter { $0.type == .snapshot } == outgoing.filter { $0.type == .snapshot })
+        #expect(imageSizes.withLockedValue { $0 } == [0])
+        // The snapshot was reported as sent.
         let reported = statuses.withLockedValue { $0 }.contains { event in
             if case .snapshotStatus(2, succeeded: true) = event { return true }
             return false

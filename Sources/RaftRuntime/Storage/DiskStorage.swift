@@ -172,7 +172,10 @@ public final class DiskStorage: LogStorage {
             if try WriteAheadLog.listSegments(in: walDirectory).isEmpty {
                 return try create(directory: directory, bootstrap: bootstrap, options: options, lock: lock, recovery: recovery)
             }
-            return try replay(directory: directory, options: options, lock: lock, recovery: recovery)
+            let storage = try replay(directory: directory, options: options, lock: lock, recovery: recovery)
+            // Images left by a crash between their move and their record's write.
+            try storage.pruneSnapshots()
+            return storage
         } catch {
             lock.close()
             throw error
@@ -328,13 +331,32 @@ public final class DiskStorage: LogStorage {
     /// segments and snapshot files are removed. A snapshot not newer than the current one is
     /// ignored.
     public func applySnapshot(_ snapshot: Snapshot) throws {
+        _ = try applySnapshot(snapshot, image: nil)
+    }
+
+    /// Where the state machine image of the snapshot with `metadata` is kept, when it came from
+    /// the leader as a file: `snap/<index>-<term>.image`, beside the snapshot's record.
+    public func imagePath(for metadata: SnapshotMetadata) -> String {
+        "\(snapshotDirectory)/\(SnapshotFile.imageName(index: metadata.index, term: metadata.term))"
+    }
+
+    /// ``applySnapshot(_:)`` for a snapshot whose state machine image is the (synced) file at
+    /// `image`, on the same file system: the file is renamed to ``imagePath(for:)`` before the
+    /// record is written (so a record never refers to a missing image), and removed with the
+    /// record. Returns where the image is now (where it was, if the snapshot is not newer).
+    public func applySnapshot(_ snapshot: Snapshot, image: String?) throws -> String? {
         try checkUsable()
         let index = snapshot.metadata.index
-        guard index > latestSnapshot.metadata.index else { return }
+        guard index > latestSnapshot.metadata.index else { return image }
         guard snapshot.data.count <= options.snapshotBytesMax else {
             throw DiskStorageError.snapshotTooLarge(bytes: snapshot.data.count, limit: options.snapshotBytesMax)
         }
+        let storedImage = image.map { _ in imagePath(for: snapshot.metadata) }
         do {
+            if let image, let storedImage {
+                // Made durable by the record's write below, which syncs the directory.
+                try FileSystem.rename(image, to: storedImage)
+            }
             try SnapshotFile.write(snapshot, directory: snapshotDirectory) { step in try checkpoint(.snapshotFile(step)) }
             // Until this record is durable, a reopen finds the new snapshot and resets the log
             // itself (see `replay`): the order is safe either way.
@@ -348,6 +370,7 @@ public final class DiskStorage: LogStorage {
         latestSnapshot = snapshot
         entries = [Entry(term: snapshot.metadata.term, index: index)]
         hardState.commit = max(hardState.commit, index)
+        return storedImage
     }
 
     /// Stores a snapshot of the local state machine at `index`, which must be held and above the
@@ -409,12 +432,18 @@ public final class DiskStorage: LogStorage {
     }
 
     /// Removes all but the newest ``Options/snapshotFilesKept`` snapshot files.
+    /// Keeps the newest `snapshotFilesKept` snapshots, and the images of those only (an image
+    /// whose record is gone, or never got written before a crash, is of no use).
     private func pruneSnapshots() throws(DiskStorageError) {
-        let names = try FileSystem.contents(of: snapshotDirectory)
+        let contents = try FileSystem.contents(of: snapshotDirectory)
+        let names = contents
             .compactMap { name in SnapshotFile.parse(name: name).map { (name: name, index: $0.index, term: $0.term) } }
             .sorted { ($0.index, $0.term) > ($1.index, $1.term) }
-        guard names.count > options.snapshotFilesKept else { return }
-        for old in names[options.snapshotFilesKept...] { try FileSystem.remove("\(snapshotDirectory)/\(old.name)") }
+        let kept = Set(names.prefix(options.snapshotFilesKept).map { SnapshotFile.imageName(index: $0.index, term: $0.term) })
+        let images = contents.filter { SnapshotFile.parse(imageName: $0) != nil && !kept.contains($0) }
+        guard names.count > options.snapshotFilesKept || !images.isEmpty else { return }
+        for old in names.dropFirst(options.snapshotFilesKept) { try FileSystem.remove("\(snapshotDirectory)/\(old.name)") }
+        for image in images { try FileSystem.remove("\(snapshotDirectory)/\(image)") }
         try FileSystem.synchronizeDirectory(snapshotDirectory)
     }
 

@@ -85,6 +85,21 @@ final class POSIXFile {
         return Int(status.st_size)
     }
 
+    /// Fills `buffer` from `offset` (fewer bytes only at the end of the file); returns how many.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(DiskStorageError) -> Int {
+        var filled = 0
+        while filled < buffer.count {
+            let result = pread(descriptor, buffer.baseAddress! + filled, buffer.count - filled, off_t(offset + filled))
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw .system(operation: "pread", path: path, errorNumber: errno)
+            }
+            if result == 0 { break }
+            filled += result
+        }
+        return filled
+    }
+
     /// The whole file.
     func readAll() throws(DiskStorageError) -> [UInt8] {
         let count = try size()

@@ -39,6 +39,14 @@ enum SnapshotFile {
         return (index, term)
     }
 
+    /// The state machine image kept beside a snapshot received from the leader.
+    static func imageName(index: UInt64, term: UInt64) -> String { "\(hex16(index))-\(hex16(term)).image" }
+
+    static func parse(imageName name: String) -> (index: UInt64, term: UInt64)? {
+        guard name.hasSuffix(".image") else { return nil }
+        return parse(name: String(name.dropLast(6)) + ".snap")
+    }
+
     static func encode(_ snapshot: Snapshot) -> [UInt8] {
         var payload: [UInt8] = []
         let membership = snapshot.metadata.membership

@@ -21,7 +21,13 @@ final class PeerSender: @unchecked Sendable {
     let logger: Logger
     let deliver: @Sendable (TransportEvent) -> Void
 
-    private var queue: [Message] = []
+    /// A queued message; a snapshot message's image goes with it.
+    private struct Queued {
+        var message: Message
+        var image: SnapshotImage?
+    }
+
+    private var queue: [Queued] = []
     private var queuedByteCount = 0
     private var channel: (any Channel)?
     private var connecting = false
@@ -54,6 +60,19 @@ final class PeerSender: @unchecked Sendable {
         }
     }
 
+    /// Queues a snapshot message with its image (see ``PeerTransport/sendSnapshot(_:image:)``).
+    func enqueueSnapshot(_ message: Message, image: SnapshotImage) {
+        eventLoop.execute {
+            guard !self.closed else {
+                self.discard(image)
+                self.deliver(.snapshotStatus(self.node, succeeded: false))
+                return
+            }
+            self.queue.append(Queued(message: message, image: image))
+            self.flush()
+        }
+    }
+
     func queuedBytes() async -> Int {
         (try? await eventLoop.submit { self.queuedByteCount }.get()) ?? 0
     }
@@ -72,21 +91,15 @@ final class PeerSender: @unchecked Sendable {
         var dropped = false
         for message in messages {
             let size = message.byteCount
-            // A snapshot may be larger than the byte bound by itself; it goes out in chunks, and
-            // Raft sends one at a time per peer, so it is not counted against the bound.
+            // A snapshot message given here carries its data inline and travels whole in its
+            // start frame; Raft sends one at a time per peer, so it is not counted against the bound.
             let bytesOver = message.type != .snapshot && queuedByteCount + size > limits.sendQueueBytesMax
-            // A snapshot past what a receiver reassembles (and what one ByteBuffer can hold) is
-            // never encoded: the leader reports it failed and stays up.
-            let snapshotOver = message.type == .snapshot && size > limits.snapshotBytesMax
-            if snapshotOver {
-                logger.error("snapshot too large to send", metadata: ["peer": "\(node)", "bytes": "\(size)", "snapshotBytesMax": "\(limits.snapshotBytesMax)"])
-            }
-            if queue.count >= limits.sendQueueMessagesMax || bytesOver || snapshotOver {
+            if queue.count >= limits.sendQueueMessagesMax || bytesOver {
                 dropped = true
                 if message.type == .snapshot { deliver(.snapshotStatus(node, succeeded: false)) }
                 continue
             }
-            queue.append(message)
+            queue.append(Queued(message: message, image: message.type == .snapshot ? .bytes([]) : nil))
             if message.type != .snapshot { queuedByteCount += size }
         }
         if dropped { deliver(.unreachable(node)) }
@@ -94,10 +107,18 @@ final class PeerSender: @unchecked Sendable {
     }
 
     private func dropQueue() {
-        if queue.contains(where: { $0.type == .snapshot }) { deliver(.snapshotStatus(node, succeeded: false)) }
+        for queued in queue where queued.image != nil {
+            discard(queued.image)
+            deliver(.snapshotStatus(node, succeeded: false))
+        }
         if !queue.isEmpty { deliver(.unreachable(node)) }
         queue.removeAll()
         queuedByteCount = 0
+    }
+
+    /// A snapshot image that will not be sent: its file (the transport's) is removed.
+    private func discard(_ image: SnapshotImage?) {
+        if case .file(let path) = image { SnapshotSpool.remove(path) }
     }
 
     private func connect() {
@@ -161,10 +182,10 @@ final class PeerSender: @unchecked Sendable {
     /// Writes everything queued: normal messages batched into frames, snapshots in chunks.
     private func flush() {
         guard let channel, !writeInProgress, !queue.isEmpty else { return }
-        if queue[0].type == .snapshot {
-            let snapshotMessage = queue.removeFirst()
+        if let image = queue[0].image {
+            let snapshotMessage = queue.removeFirst().message
             writeInProgress = true
-            writeSnapshot(snapshotMessage, on: channel)
+            writeSnapshot(snapshotMessage, image: image, on: channel)
             return
         }
         var frame = channel.allocator.buffer(capacity: 4096)
@@ -173,8 +194,8 @@ final class PeerSender: @unchecked Sendable {
         let countIndex = frame.writerIndex
         frame.writeInteger(UInt32(0), endianness: .little)
         var count: UInt32 = 0
-        while !queue.isEmpty, queue[0].type != .snapshot, frame.readableBytes < limits.frameBytesMax / 2 {
-            let message = queue.removeFirst()
+        while !queue.isEmpty, queue[0].image == nil, frame.readableBytes < limits.frameBytesMax / 2 {
+            let message = queue.removeFirst().message
             queuedByteCount -= message.byteCount
             MessageCodec.encode(message, into: &frame)
             count += 1
@@ -192,46 +213,81 @@ final class PeerSender: @unchecked Sendable {
         }
     }
 
-    private func writeSnapshot(_ message: Message, on channel: any Channel) {
-        var whole = channel.allocator.buffer(capacity: message.byteCount + 128)
-        MessageCodec.encode(message, into: &whole)
-        let chunkBytes = limits.snapshotChunkBytes
-        let chunkCount = UInt32((whole.readableBytes + chunkBytes - 1) / chunkBytes)
-        let identifier = nextSnapshotIdentifier
-        nextSnapshotIdentifier += 1
-        writeSnapshotChunk(0, of: chunkCount, identifier: identifier, remaining: whole, on: channel)
-    }
-
-    /// Writes chunk `index` of a snapshot; the next goes once this one is in the kernel's send
-    /// buffer, so at most one chunk is in memory beyond the encoded snapshot itself.
-    private func writeSnapshotChunk(_ index: UInt32, of chunkCount: UInt32, identifier: UInt64, remaining: ByteBuffer, on channel: any Channel) {
-        guard self.channel === channel else {
-            writeInProgress = false
-            deliver(.snapshotStatus(node, succeeded: false))
+    /// Writes a snapshot: its start frame (the message), then its image in chunks.
+    private func writeSnapshot(_ message: Message, image: SnapshotImage, on channel: any Channel) {
+        let reader: SnapshotImageReader
+        do {
+            reader = try SnapshotImageReader(image)
+        } catch {
+            logger.error("cannot read a snapshot image to send", metadata: ["peer": "\(node)", "error": "\(error)"])
+            discard(image)
+            snapshotEnded(succeeded: false)
             return
         }
-        var remaining = remaining
-        let length = min(limits.snapshotChunkBytes, remaining.readableBytes)
-        var piece = remaining.readSlice(length: length)!
-        var frame = channel.allocator.buffer(capacity: length + 32)
-        frame.writeInteger(UInt32(1 + 8 + 4 + 4 + length), endianness: .little)
-        frame.writeInteger(PeerTransport.FrameKind.snapshotChunk.rawValue)
+        let identifier = nextSnapshotIdentifier
+        nextSnapshotIdentifier += 1
+        var frame = channel.allocator.buffer(capacity: message.byteCount + 64)
+        frame.writeInteger(UInt32(0), endianness: .little)
+        frame.writeInteger(PeerTransport.FrameKind.snapshotStart.rawValue)
         frame.writeInteger(identifier, endianness: .little)
-        frame.writeInteger(index, endianness: .little)
-        frame.writeInteger(chunkCount, endianness: .little)
-        frame.writeBuffer(&piece)
-        channel.writeAndFlush(frame).whenComplete { [remaining] result in
-            switch result {
-            case .failure:
-                self.writeInProgress = false
-                self.deliver(.snapshotStatus(self.node, succeeded: false))
-            case .success where index + 1 < chunkCount:
-                self.writeSnapshotChunk(index + 1, of: chunkCount, identifier: identifier, remaining: remaining, on: channel)
-            case .success:
-                self.writeInProgress = false
-                self.deliver(.snapshotStatus(self.node, succeeded: true))
-                self.flush()
-            }
+        frame.writeInteger(UInt64(reader.byteCount), endianness: .little)
+        MessageCodec.encode(message, into: &frame)
+        // Past what the receiver takes, the snapshot is never sent: the leader reports it failed
+        // and stays up.
+        guard frame.readableBytes - 4 <= limits.frameBytesMax, reader.byteCount <= limits.snapshotBytesMax else {
+            logger.error("snapshot too large to send", metadata: [
+                "peer": "\(node)", "messageBytes": "\(frame.readableBytes)", "imageBytes": "\(reader.byteCount)",
+                "snapshotBytesMax": "\(limits.snapshotBytesMax)",
+            ])
+            reader.finish()
+            snapshotEnded(succeeded: false)
+            return
         }
+        frame.setInteger(UInt32(frame.readableBytes - 4), at: 0, endianness: .little)
+        channel.writeAndFlush(frame).whenComplete { result in
+            self.writeSnapshotChunk(from: 0, reader: reader, identifier: identifier, after: result, on: channel)
+        }
+    }
+
+    /// After the previous write completed with `result`, writes the image's chunk at `offset`;
+    /// the next goes once this one is in the kernel's send buffer, so at most one chunk is in
+    /// memory.
+    private func writeSnapshotChunk(from offset: Int, reader: SnapshotImageReader, identifier: UInt64, after result: Result<Void, any Error>,
+                                    on channel: any Channel) {
+        guard case .success = result, self.channel === channel else {
+            reader.finish()
+            snapshotEnded(succeeded: false)
+            return
+        }
+        guard offset < reader.byteCount else {
+            reader.finish()
+            snapshotEnded(succeeded: true)
+            return
+        }
+        var frame = channel.allocator.buffer(capacity: limits.snapshotChunkBytes + 16)
+        frame.writeInteger(UInt32(0), endianness: .little)
+        frame.writeInteger(PeerTransport.FrameKind.snapshotData.rawValue)
+        frame.writeInteger(identifier, endianness: .little)
+        let length: Int
+        do {
+            length = try reader.read(at: offset, count: limits.snapshotChunkBytes, into: &frame)
+            guard length > 0 else { throw DiskStorageError.system(operation: "read (the image ended early)", path: "", errorNumber: 0) }
+        } catch {
+            logger.error("cannot read a snapshot image to send", metadata: ["peer": "\(node)", "error": "\(error)"])
+            reader.finish()
+            channel.close(promise: nil)
+            snapshotEnded(succeeded: false)
+            return
+        }
+        frame.setInteger(UInt32(frame.readableBytes - 4), at: 0, endianness: .little)
+        channel.writeAndFlush(frame).whenComplete { result in
+            self.writeSnapshotChunk(from: offset + length, reader: reader, identifier: identifier, after: result, on: channel)
+        }
+    }
+
+    private func snapshotEnded(succeeded: Bool) {
+        writeInProgress = false
+        deliver(.snapshotStatus(node, succeeded: succeeded))
+        if succeeded { flush() }
     }
 }

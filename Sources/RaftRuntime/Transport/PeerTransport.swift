@@ -13,11 +13,13 @@ public struct TransportLimits: Sendable, Hashable {
     /// Largest frame accepted from a peer (a snapshot travels in chunks of `snapshotChunkBytes`).
     public var frameBytesMax = 16 << 20
     public var snapshotChunkBytes = 1 << 20
-    /// Largest snapshot a receiver reassembles and a sender encodes. A snapshot travels encoded
-    /// in one `ByteBuffer`, which holds at most 4 GiB (UInt32 indexes), so the bound stays below
-    /// that; the store's space quota (at most 3 GiB) keeps its database under it.
-    public var snapshotBytesMax = TransportLimits.snapshotBytesLimit
-    /// The largest `snapshotBytesMax` allowed: 4 GiB less 256 MiB of headroom.
+    /// Largest snapshot image a receiver takes and a sender sends. Images travel between files
+    /// in chunks (never whole in memory), so this bounds disk, not memory; the store's space
+    /// quota (at most 8 GiB) keeps its database under it.
+    public var snapshotBytesMax = 8 << 30
+    /// The largest snapshot held whole in memory, by a state machine without storage of its
+    /// own (``DiskStorage/Options/snapshotBytesMax``): 4 GiB less 256 MiB, under `ByteBuffer`'s
+    /// 4 GiB.
     public static let snapshotBytesLimit = (4 << 30) - (256 << 20)
     public var reconnectBackoffMinimumMs: Int64 = 50
     public var reconnectBackoffMaximumMs: Int64 = 2_000
@@ -31,8 +33,8 @@ public struct TransportLimits: Sendable, Hashable {
         guard snapshotChunkBytes > 0, snapshotChunkBytes + 64 <= frameBytesMax else {
             throw ConfigurationError(field: "snapshotChunkBytes", reason: "must be positive and fit in frameBytesMax")
         }
-        guard snapshotBytesMax > 0, snapshotBytesMax <= Self.snapshotBytesLimit else {
-            throw ConfigurationError(field: "snapshotBytesMax", reason: "must be positive and at most \(Self.snapshotBytesLimit) (one ByteBuffer)")
+        guard snapshotBytesMax > 0 else {
+            throw ConfigurationError(field: "snapshotBytesMax", reason: "must be positive")
         }
         guard reconnectBackoffMinimumMs > 0, reconnectBackoffMaximumMs >= reconnectBackoffMinimumMs else {
             throw ConfigurationError(field: "reconnectBackoffMs", reason: "minimum must be positive and not above maximum")
@@ -67,6 +69,10 @@ public enum TransportEvent: Sendable {
     case unreachable(NodeID)
     /// The peer's port refused a connection: nothing listens there, its process is not running.
     case refused(NodeID)
+    /// A snapshot message whose image arrived in full: `message.snapshot.data` is what the
+    /// sender put before the image, `imageFile` (in the transport's ``SnapshotSpool``, fsynced)
+    /// the image itself. The receiver of the event owns the file and removes it when done.
+    case snapshot(Message, imageFile: String)
     /// A snapshot finished sending (or failed).
     case snapshotStatus(NodeID, succeeded: Bool)
 }
@@ -74,13 +80,17 @@ public enum TransportEvent: Sendable {
 /// Long-lived TCP streams between peers, one outbound connection per peer.
 ///
 /// Frames are `[u32 length][u8 kind][payload]`. Kind 0 carries a batch of messages (everything
-/// queued for the peer when the connection could take more), kind 1 one chunk of a snapshot
-/// message. Chunks are written one at a time, each after the previous was handed to the kernel,
-/// so a large snapshot never floods memory. The Raft loop is never blocked: `send` only queues.
+/// queued for the peer when the connection could take more). A snapshot travels as kind 1,
+/// `u64 identifier | u64 image bytes | the message`, then kind 2 frames, `u64 identifier |
+/// bytes`, with the image: read from memory or a file a chunk at a time, each written after the
+/// previous was handed to the kernel, and written to a file in the receiver's ``SnapshotSpool``
+/// as it arrives, so that a snapshot of any size costs a chunk of memory on either side. The
+/// Raft loop is never blocked: `send` only queues.
 public final class PeerTransport: Sendable {
     enum FrameKind: UInt8 {
         case messages = 0
-        case snapshotChunk = 1
+        case snapshotStart = 1
+        case snapshotData = 2
     }
 
     public let id: NodeID
@@ -88,16 +98,19 @@ public final class PeerTransport: Sendable {
     let limits: TransportLimits
     let logger: Logger
     let security: ChannelSecurity?
+    /// Where received snapshot images are written; without one, snapshots are refused.
+    public let spool: SnapshotSpool?
     let deliver: @Sendable (TransportEvent) -> Void
     let peers = NIOLockedValueBox<[NodeID: PeerSender]>([:])
     let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
 
-    public init(id: NodeID, group: any EventLoopGroup, limits: TransportLimits = TransportLimits(), security: ChannelSecurity? = nil, logger: Logger,
-                deliver: @escaping @Sendable (TransportEvent) -> Void) {
+    public init(id: NodeID, group: any EventLoopGroup, limits: TransportLimits = TransportLimits(), security: ChannelSecurity? = nil,
+                spool: SnapshotSpool? = nil, logger: Logger, deliver: @escaping @Sendable (TransportEvent) -> Void) {
         self.id = id
         self.group = group
         self.limits = limits
         self.security = security
+        self.spool = spool
         self.logger = logger
         self.deliver = deliver
     }
@@ -106,6 +119,8 @@ public final class PeerTransport: Sendable {
     @discardableResult
     public func listen(host: String, port: Int) async throws -> Int {
         try limits.validate()
+        try spool?.prepare()
+        let spool = self.spool
         let limits = self.limits
         let deliver = self.deliver
         let logger = self.logger
@@ -120,7 +135,7 @@ public final class PeerTransport: Sendable {
                     try security?.secureAccepted(channel)
                     try gate.admit(channel, secured: security != nil)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(frameBytesMax: limits.frameBytesMax)))
-                    try channel.pipeline.syncOperations.addHandler(InboundFrameHandler(limits: limits, logger: logger, identify: security?.identifyAccepted, deliver: deliver))
+                    try channel.pipeline.syncOperations.addHandler(InboundFrameHandler(limits: limits, spool: spool, logger: logger, identify: security?.identifyAccepted, deliver: deliver))
                 }
             }
             .bind(host: host, port: port)
@@ -163,6 +178,19 @@ public final class PeerTransport: Sendable {
             }
             sender.enqueue(batch)
         }
+    }
+
+    /// Queues a snapshot message whose state machine image is `image` (the message's own
+    /// snapshot data goes before it, see ``TransportEvent/snapshot(_:imageFile:)``). A file image
+    /// is the transport's from here on: it is removed once sent or dropped.
+    public func sendSnapshot(_ message: Message, image: SnapshotImage) {
+        guard let sender = peers.withLockedValue({ $0[message.to] }) else {
+            if case .file(let path) = image { SnapshotSpool.remove(path) }
+            deliver(.snapshotStatus(message.to, succeeded: false))
+            deliver(.unreachable(message.to))
+            return
+        }
+        sender.enqueueSnapshot(message, image: image)
     }
 
     /// Bytes currently queued for `node` (for tests of boundedness).
@@ -216,11 +244,14 @@ final class InboundFrameHandler: ChannelInboundHandler {
     var boundMember: NodeID?
     /// Messages dropped for a `from` other than `boundMember` (logged on the first and every 1,000th).
     var forgedDropped = 0
-    /// The snapshot message being reassembled: (identifier, chunks expected, bytes so far).
-    var snapshotAssembly: (identifier: UInt64, chunks: UInt32, received: UInt32, bytes: ByteBuffer)?
+    let spool: SnapshotSpool?
+    /// The snapshot whose image is arriving.
+    var incoming: IncomingSnapshot?
 
-    init(limits: TransportLimits, logger: Logger, identify: (@Sendable (any Channel) -> NodeID?)? = nil, deliver: @escaping @Sendable (TransportEvent) -> Void) {
+    init(limits: TransportLimits, spool: SnapshotSpool? = nil, logger: Logger, identify: (@Sendable (any Channel) -> NodeID?)? = nil,
+         deliver: @escaping @Sendable (TransportEvent) -> Void) {
         self.limits = limits
+        self.spool = spool
         self.logger = logger
         self.identify = identify
         self.deliver = deliver
@@ -228,6 +259,12 @@ final class InboundFrameHandler: ChannelInboundHandler {
 
     /// Hands `message` on unless the connection is bound to another member.
     private func accept(_ message: Message, context: ChannelHandlerContext) {
+        if isForged(message, context: context) { return }
+        deliver(.message(message))
+    }
+
+    /// Whether `message` claims a sender other than the connection's member (then logged).
+    private func isForged(_ message: Message, context: ChannelHandlerContext) -> Bool {
         if let boundMember, message.from != boundMember {
             forgedDropped += 1
             if forgedDropped % 1_000 == 1 {
@@ -237,9 +274,9 @@ final class InboundFrameHandler: ChannelInboundHandler {
                     "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
                 ])
             }
-            return
+            return true
         }
-        deliver(.message(message))
+        return false
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -260,8 +297,10 @@ final class InboundFrameHandler: ChannelInboundHandler {
             case .messages:
                 guard let count = frame.readInteger(endianness: .little, as: UInt32.self) else { throw MessageCodec.DecodingError(reason: "truncated batch") }
                 for _ in 0..<count { accept(try MessageCodec.decodeMessage(from: &frame), context: context) }
-            case .snapshotChunk:
-                try receiveChunk(&frame, context: context)
+            case .snapshotStart:
+                try startSnapshot(&frame, context: context)
+            case .snapshotData:
+                try receiveSnapshotData(&frame, context: context)
             }
         } catch {
             logger.warning("closing peer stream: \(error)", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
@@ -269,32 +308,59 @@ final class InboundFrameHandler: ChannelInboundHandler {
         }
     }
 
-    private func receiveChunk(_ frame: inout ByteBuffer, context: ChannelHandlerContext) throws {
+    private func startSnapshot(_ frame: inout ByteBuffer, context: ChannelHandlerContext) throws {
         guard let identifier = frame.readInteger(endianness: .little, as: UInt64.self),
-              let index = frame.readInteger(endianness: .little, as: UInt32.self),
-              let count = frame.readInteger(endianness: .little, as: UInt32.self), count > 0, index < count
-        else { throw MessageCodec.DecodingError(reason: "bad snapshot chunk header") }
-        if index == 0 {
-            snapshotAssembly = (identifier, count, 0, ByteBuffer())
+              let imageBytes = frame.readInteger(endianness: .little, as: UInt64.self)
+        else { throw MessageCodec.DecodingError(reason: "bad snapshot header") }
+        guard incoming == nil else { throw MessageCodec.DecodingError(reason: "a snapshot started before the last one ended") }
+        let message = try MessageCodec.decodeMessage(from: &frame)
+        guard message.type == .snapshot, message.snapshot != nil, frame.readableBytes == 0 else {
+            throw MessageCodec.DecodingError(reason: "snapshot stream without a snapshot message")
         }
-        // Moved out of the handler before it grows: a buffer still referenced from
-        // `snapshotAssembly` would be copied whole by every chunk's write (copy on write), which
-        // made receiving a snapshot quadratic in its size (a 350 MB one took 76 s).
-        guard var assembly = snapshotAssembly.take(), assembly.identifier == identifier, assembly.received == index, assembly.chunks == count else {
-            throw MessageCodec.DecodingError(reason: "snapshot chunk out of order")
+        guard imageBytes <= UInt64(limits.snapshotBytesMax) else {
+            throw MessageCodec.DecodingError(reason: "snapshot of \(imageBytes) bytes (limit \(limits.snapshotBytesMax))")
         }
-        guard assembly.bytes.readableBytes + frame.readableBytes <= limits.snapshotBytesMax else {
-            throw MessageCodec.DecodingError(reason: "snapshot larger than \(limits.snapshotBytesMax) bytes")
+        guard let spool else { throw MessageCodec.DecodingError(reason: "this transport takes no snapshots (no spool directory)") }
+        // A forged sender would have its image written to disk for nothing: cut it off at once.
+        if isForged(message, context: context) { throw MessageCodec.DecodingError(reason: "snapshot from a member the connection does not speak for") }
+        incoming = try IncomingSnapshot(identifier: identifier, message: message, expectedBytes: Int(imageBytes), spool: spool)
+        try finishSnapshotIfComplete()
+    }
+
+    private func receiveSnapshotData(_ frame: inout ByteBuffer, context: ChannelHandlerContext) throws {
+        guard let identifier = frame.readInteger(endianness: .little, as: UInt64.self) else {
+            throw MessageCodec.DecodingError(reason: "bad snapshot data header")
         }
-        assembly.bytes.writeBuffer(&frame)
-        assembly.received += 1
-        if assembly.received == assembly.chunks {
-            snapshotAssembly = nil
-            var whole = assembly.bytes
-            accept(try MessageCodec.decodeMessage(from: &whole), context: context)
-        } else {
-            snapshotAssembly = assembly
+        guard let incoming, incoming.identifier == identifier else { throw MessageCodec.DecodingError(reason: "snapshot data without its start") }
+        try incoming.append(frame)
+        try finishSnapshotIfComplete()
+    }
+
+    /// Once the whole image is in its file: fsync (off the event loop) and hand it on.
+    private func finishSnapshotIfComplete() throws {
+        guard let complete = incoming, complete.isComplete else { return }
+        incoming = nil
+        let deliver = self.deliver
+        let logger = self.logger
+        NIOThreadPool.singleton.submit { state in
+            guard case .active = state else {
+                complete.abandon()
+                return
+            }
+            do {
+                try complete.synchronizeAndClose()
+            } catch {
+                logger.warning("cannot keep a received snapshot: \(error)")
+                complete.abandon()
+                return
+            }
+            deliver(.snapshot(complete.message, imageFile: complete.path))
         }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        incoming?.abandon()
+        incoming = nil
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
