@@ -1,3 +1,4 @@
+import Crypto
 import EtcdAPI
 import Foundation
 import GRPCCore
@@ -170,20 +171,31 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
 
     /// Streams a consistent copy of the member's database (an SQLite file) in 32 KiB chunks, each
     /// saying how many bytes remain, followed by its SHA-256, as etcd streams its bbolt file for
-    /// `etcdctl snapshot save` (which refuses a stream without the checksum).
+    /// `etcdctl snapshot save` (which refuses a stream without the checksum). The copy is a file,
+    /// read a chunk at a time: a database of any size costs a chunk of memory.
     func snapshot(request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext) async throws {
-        let data = SnapshotFile.withChecksum(try member.stateMachine.databaseCopy())
         let header = member.header()
-        var offset = 0
-        repeat {
-            let end = min(offset + Self.snapshotChunkBytes, data.count)
-            var chunk = Etcdserverpb_SnapshotResponse()
-            chunk.header = header
-            chunk.blob = Data(data[offset..<end])
-            chunk.remainingBytes = UInt64(data.count - end)
-            try await response.write(chunk)
-            offset = end
-        } while offset < data.count
+        try await member.stateMachine.withDatabaseCopy { path in
+            guard let file = FileHandle(forReadingAtPath: path) else { throw member.unexpected() }
+            defer { try? file.close() }
+            let size = Int(try file.seekToEnd())
+            try file.seek(toOffset: 0)
+            let total = size + SnapshotFile.checksumBytes
+            var hasher = SHA256()
+            var sent = 0
+            while sent < total {
+                var blob = sent < size ? (try file.read(upToCount: min(Self.snapshotChunkBytes, size - sent)) ?? Data()) : Data()
+                guard sent >= size || !blob.isEmpty else { throw member.unexpected() }
+                hasher.update(data: blob)
+                if sent + blob.count == size { blob += Data(hasher.finalize()) }
+                sent += blob.count
+                var chunk = Etcdserverpb_SnapshotResponse()
+                chunk.header = header
+                chunk.blob = blob
+                chunk.remainingBytes = UInt64(total - sent)
+                try await response.write(chunk)
+            }
+        }
     }
 
     static let snapshotChunkBytes = 32 * 1024

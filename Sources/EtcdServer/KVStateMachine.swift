@@ -1,5 +1,7 @@
+import Foundation
 import KVStore
 import NIOConcurrencyHelpers
+import NIOPosix
 import RaftRuntime
 
 /// The etcd keyspace as the Raft runtime's state machine: each committed command is an encoded
@@ -47,6 +49,7 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
         self.responseBytesMax = responseBytesMax
         store = try KVStore.open(path: path)
         self.path = path
+        Self.removeLeftoverCopies(of: path)
         self.onEvents = onEvents
         try noteSize()
     }
@@ -167,9 +170,27 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
         try KVStore.validateSnapshot(data, appliedIndexMin: index)
     }
 
-    /// A consistent copy of the database as an SQLite file (for `snapshot save`).
-    public func databaseCopy() throws -> [UInt8] {
-        try lock.withLock { try store.snapshotData() }
+    /// Writes a consistent copy of the database to a new file beside it (on a thread of NIO's
+    /// pool: applies go on meanwhile), runs `body` with its path, and removes it: for `snapshot
+    /// save`, which then streams it without holding it in memory.
+    public func withDatabaseCopy<Result: Sendable>(_ body: (String) async throws -> Result) async throws -> Result {
+        let copy = "\(path)\(Self.copySuffix)\(String(UInt64.random(in: 1...UInt64.max), radix: 16))"
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        try await NIOThreadPool.singleton.runIfActive { try self.writeSnapshot(toFile: copy) }
+        return try await body(copy)
+    }
+
+    /// Names of database copies in progress: `kv.sqlite.copy-<random>`.
+    static let copySuffix = ".copy-"
+
+    /// Removes copies a crash left behind (none is in use before the machine exists).
+    private static func removeLeftoverCopies(of path: String) {
+        let url = URL(fileURLWithPath: path)
+        let prefix = url.lastPathComponent + copySuffix
+        let directory = url.deletingLastPathComponent().path
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(prefix) {
+            try? FileManager.default.removeItem(atPath: "\(directory)/\(name)")
+        }
     }
 
     /// Removes the next window of compacted rows (``KVStore/compactStep(rowsMax:)``) under the

@@ -126,6 +126,9 @@ struct MembershipMaintenanceTests {
         let file = cluster.root + "/backup.db"
         let saved = try cluster.etcdctl(["snapshot", "save", file], endpoints: "127.0.0.1:\(cluster.clientPort(2))")
         #expect(saved.status == 0 && saved.output.contains("Snapshot saved at \(file)"), "\(saved.output)")
+        // The copy it streamed from is gone.
+        let left = (FileManager.default.enumerator(atPath: "\(cluster.root)/m2")?.allObjects as? [String] ?? []).filter { $0.contains(".copy-") }
+        #expect(left.isEmpty, "\(left)")
         // The file is the database and its SHA-256, as etcd lays it out; the database opens as a store.
         let contents = try [UInt8](Data(contentsOf: URL(fileURLWithPath: file)))
         let database = try #require(SnapshotFile.database(from: contents), "the snapshot's checksum does not match")

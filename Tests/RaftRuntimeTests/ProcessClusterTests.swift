@@ -143,6 +143,15 @@ struct ProcessClusterTests {
         let status = try #require(await cluster.status(3))
         #expect(Int(status["first"] ?? "0")! > 100, "node 3 should hold a log that starts after a snapshot")
         #expect(cluster.logTail(3).contains("restored snapshot"))
+        // Its state machine keeps nothing on disk: the leader's image, kept beside its log, is
+        // what a restart restores from.
+        let images = try FileManager.default.contentsOfDirectory(atPath: "\(cluster.root)/n3/snap").filter { $0.hasSuffix(".image") }
+        #expect(images.count == 1, "\(images)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(cluster.root)/n3/transfer").isEmpty)
+        cluster.kill(3)
+        try cluster.start(3)
+        let again = await Self.converge(cluster, ids: [1, 2, 3], acknowledged: acknowledged)
+        #expect(again[3] == lists[1])
     }
 
     @Test("Membership with processes: grow 3 -> 5 through learners, shrink back, remove the leader; writes continue")
