@@ -127,29 +127,39 @@ extension Certificate {
     }
 }
 
-extension TLSIdentity {
+extension IdentityProvider {
     /// Adds a TLS server handler, checking clients with ``ClusterTrust``, to accepted channels:
-    /// the returned closure runs on each channel's event loop.
-    public func serverSecurer(requiring organizations: Set<String>?, memberBound: Bool = false, logger: Logger, context what: String) throws -> @Sendable (any Channel) throws -> Void {
-        let context = try NIOSSLContext(configuration: try serverConfiguration())
-        let trust = self.trust
+    /// the returned closure runs on each channel's event loop. Each connection gets the
+    /// provider's identity of the moment (a renewed certificate from the next connection on);
+    /// `configure` adjusts the server configuration (versions, ALPN, whether a client
+    /// certificate is asked for).
+    public func serverSecurer(requiring organizations: Set<String>?, memberBound: Bool = false, logger: Logger, context what: String,
+                              configure: @escaping @Sendable (inout TLSConfiguration, TLSIdentity) throws -> Void = { _, _ in }) throws -> @Sendable (any Channel) throws -> Void {
+        let contexts = try TLSContextCache(self) { identity in
+            var configuration = try identity.serverConfiguration()
+            try configure(&configuration, identity)
+            return try NIOSSLContext(configuration: configuration)
+        }
         return { channel in
+            let (context, identity) = try contexts.current()
             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(
-                context: context, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: organizations, memberBound: memberBound, logger: logger, context: what)))
+                context: context, customVerificationCallbackWithMetadata: identity.trust.verificationCallback(requiring: organizations, memberBound: memberBound, logger: logger, context: what)))
         }
     }
 
-    /// Adds a TLS client handler presenting this identity and checking the server with
-    /// ``ClusterTrust`` to outgoing channels.
+    /// Adds a TLS client handler presenting the provider's identity of the moment and checking
+    /// the server with ``ClusterTrust`` to outgoing channels.
     public func clientSecurer(requiring organizations: Set<String>?, memberBound: Bool = false, logger: Logger, context what: String) throws -> @Sendable (any Channel) throws -> Void {
-        let context = try NIOSSLContext(configuration: try clientConfiguration())
-        let trust = self.trust
+        let contexts = try TLSContextCache(self) { identity in try NIOSSLContext(configuration: try identity.clientConfiguration()) }
         return { channel in
+            let (context, identity) = try contexts.current()
             try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(
-                context: context, serverHostname: nil, customVerificationCallbackWithMetadata: trust.verificationCallback(requiring: organizations, memberBound: memberBound, logger: logger, context: what)))
+                context: context, serverHostname: nil, customVerificationCallbackWithMetadata: identity.trust.verificationCallback(requiring: organizations, memberBound: memberBound, logger: logger, context: what)))
         }
     }
+}
 
+extension TLSIdentity {
     /// The member ID named by the certificate that the remote end of `channel` presented in its
     /// (completed) TLS handshake; nil when there is no TLS handler, no certificate or no ID.
     /// Call on the channel's event loop.

@@ -332,11 +332,11 @@ public struct JoinError: Error, CustomStringConvertible, Sendable {
 /// certificate: the token is the joiner's credential).
 public struct JoinServer: Service {
     let authority: JoinAuthority
-    let identity: TLSIdentity
+    let identity: any IdentityProvider
     let host: String
     let port: Int
 
-    public init(authority: JoinAuthority, identity: TLSIdentity, host: String, port: Int) {
+    public init(authority: JoinAuthority, identity: any IdentityProvider, host: String, port: Int) {
         self.authority = authority
         self.identity = identity
         self.host = host
@@ -375,19 +375,21 @@ public struct JoinServer: Service {
     }
 
     public func run() async throws {
-        var configuration = try identity.serverConfiguration()
-        configuration.certificateChain = try (identity.certificateChain + [identity.trust.ca]).map {
-            .certificate(try NIOSSLCertificate(bytes: Array(try $0.serializeAsPEM().pemString.utf8), format: .pem))
+        let contexts = try TLSContextCache(identity) { identity in
+            var configuration = try identity.serverConfiguration()
+            configuration.certificateChain = try (identity.certificateChain + [identity.trust.ca]).map {
+                .certificate(try NIOSSLCertificate(bytes: Array(try $0.serializeAsPEM().pemString.utf8), format: .pem))
+            }
+            configuration.certificateVerification = .none
+            return try NIOSSLContext(configuration: configuration)
         }
-        configuration.certificateVerification = .none
-        let context = try NIOSSLContext(configuration: configuration)
         let authority = self.authority
         let gate = try ConnectionGate(limits: .join, name: "join", logger: Logger(label: "raftkube.join"))
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: try contexts.current().context))
                     try gate.admit(channel, secured: true)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(JoinWire.LineDecoder()))
                     try channel.pipeline.syncOperations.addHandler(Handler(authority: authority))

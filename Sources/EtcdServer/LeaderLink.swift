@@ -18,6 +18,8 @@ final class LeaderLink: @unchecked Sendable {
 
     private struct Connection {
         let leader: NodeID
+        /// The generation of the identity it presents (``APISecurity/generation``).
+        let generation: Int
         let client: Client
     }
 
@@ -37,14 +39,14 @@ final class LeaderLink: @unchecked Sendable {
     private var generation = 0
 
     /// The client connected to `leader` at `address`, made (and its old one closed) when the
-    /// leader changed.
-    func client(leader: NodeID, address: PeerAddress, security: @autoclosure () -> HTTP2ClientTransport.Posix.TransportSecurity) throws -> Client {
+    /// leader changed or this member's certificate was renewed (`generation`).
+    func client(leader: NodeID, address: PeerAddress, generation: Int = 0, security: @autoclosure () throws -> HTTP2ClientTransport.Posix.TransportSecurity) throws -> Client {
         try lock.withLock {
-            if let connection, connection.leader == leader { return connection.client }
+            if let connection, connection.leader == leader, connection.generation == generation { return connection.client }
             connection?.client.beginGracefulShutdown()
             let client = Client(transport: try .http2NIOPosix(target: StoreMember.target(address), transportSecurity: security()))
             Task { try? await client.runConnections() }
-            connection = Connection(leader: leader, client: client)
+            connection = Connection(leader: leader, generation: generation, client: client)
             return client
         }
     }

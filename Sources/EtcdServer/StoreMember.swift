@@ -218,8 +218,8 @@ public struct StoreMember: Sendable {
     /// The shared client connected to `leader`'s client URL.
     func leaderClient(_ leader: NodeID) throws -> LeaderLink.Client {
         let address = try leaderAddress(leader)
-        return try leaderLink.client(leader: leader, address: address,
-                                     security: security?.clientSecurity(logger: logger) ?? .plaintext)
+        return try leaderLink.client(leader: leader, address: address, generation: security?.generation ?? 0,
+                                     security: try security?.clientSecurity(logger: logger) ?? .plaintext)
     }
 
     /// A gRPC target for `address`: an IP literal as such (no DNS, and no IP in TLS's SNI, which

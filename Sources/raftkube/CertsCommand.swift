@@ -6,9 +6,10 @@ import X509
 
 /// `raftkube certs check-expiration|renew|member-id`: kubeadm's names for looking after a node's
 /// certificates. Renewal signs a new certificate for the same key, subject and names with the
-/// cluster CA in the data directory (control-plane nodes); a running node loads renewed
-/// certificates when it starts, and renews those with less than
-/// ``CertificateRenewal/renewBeforeDays`` left by itself at every start.
+/// cluster CA in the data directory (control-plane nodes); a running node reads renewed
+/// certificate files for its next connections, and renews those with less than
+/// ``CertificateRenewal/renewBeforeDays`` left by itself, at start and then every hour
+/// (``CertificateRenewer``).
 struct CertsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "certs",
@@ -36,7 +37,7 @@ struct CertsCommand: AsyncParsableCommand {
 
     struct Renew: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Renew certificates (all, or the named: peer, store-client, node, admin) with the CA in the data directory; restart the node to load them.")
+            abstract: "Renew certificates (all, or the named: peer, store-client, node, admin) with the CA in the data directory; a running node presents them from its next connection on.")
         @Option(help: "The node's data directory.")
         var dataDir: String = "/var/lib/raftkube"
         @Option(help: "Days the renewed certificates are valid.")
@@ -58,7 +59,7 @@ struct CertsCommand: AsyncParsableCommand {
             }
             let renewed = try CertificateRenewal.renew(paths, names: Set(chosen), days: days, clusterName: config.clusterName)
             for (name, expiry) in renewed { say("renewed \(name): valid until \(expiry)") }
-            say("restart the node (raftkube start, or its systemd unit) to load them")
+            say("a running node presents them from its next connections on (no restart); connections already open keep the certificates they began with")
         }
     }
 

@@ -97,7 +97,8 @@ struct NodePaths {
 /// Runs a node from its saved configuration: the store member with mutual TLS everywhere, the
 /// join endpoint and the learner promoter on control-plane nodes; nothing yet on workers.
 enum NodeRunner {
-    static func run(_ config: NodeConfig, dataDir: String, afterStart: (@Sendable (StoreMember, Logger) async -> Void)? = nil) async throws {
+    static func run(_ config: NodeConfig, dataDir: String, certificateCheckInterval: Duration = CertificateRenewer.defaultInterval,
+                    afterStart: (@Sendable (StoreMember, Logger) async -> Void)? = nil) async throws {
         let paths = NodePaths(dataDir: dataDir)
         StoreCommand.bootstrapLogging()
         try PrivateFiles.prepare(dataDir)
@@ -122,7 +123,7 @@ enum NodeRunner {
             "--initial-cluster-token", config.clusterToken,
         ] + tls)
         let authority = CertificateAuthority(certificate: try PEMFiles.certificates(paths.caCertificate)[0], privateKey: try PEMFiles.privateKey(paths.caKey))
-        let identity = try TLSIdentity.load(certificate: paths.peerCertificate, key: paths.peerKey, trustedCA: paths.caCertificate)
+        let identity = try IdentityFiles(certificate: paths.peerCertificate, key: paths.peerKey, trustedCA: paths.caCertificate, logger: logger)
         try await store.runMember { member, logger in
             let join = JoinAuthority(member: member, authority: authority, clusterName: config.clusterName,
                                      clientPort: config.clientPort, peerPort: config.peerPort, logger: logger)
@@ -130,6 +131,7 @@ enum NodeRunner {
                 JoinServer(authority: join, identity: identity, host: address, port: config.joinPort),
                 AutoPromoter(member: member, votersMax: config.votersMax, logger: logger),
                 TokenJanitor(member: member, logger: logger),
+                CertificateRenewer(paths: paths, clusterName: config.clusterName, interval: certificateCheckInterval, logger: logger),
             ]
             if let afterStart { services.append(OneShot(member: member, logger: logger, body: afterStart)) }
             return services
@@ -413,8 +415,45 @@ struct StartCommand: AsyncParsableCommand {
     @Option(help: "Data directory given to init or join.")
     var dataDir: String = "/var/lib/raftkube"
 
+    @Option(help: "Seconds between checks of the node's certificates: those with fewer than 30 days left are renewed and used for new connections.")
+    var certificateCheckInterval: Int = 3_600
+
+    func validate() throws {
+        guard (1...86_400).contains(certificateCheckInterval) else {
+            throw ValidationError("--certificate-check-interval: \(certificateCheckInterval) is not between 1 and 86400 seconds")
+        }
+    }
+
     func run() async throws {
-        try await NodeRunner.run(try NodeConfig.require(dataDir), dataDir: dataDir)
+        try await NodeRunner.run(try NodeConfig.require(dataDir), dataDir: dataDir, certificateCheckInterval: .seconds(certificateCheckInterval))
+    }
+}
+
+/// Renews a control-plane node's certificates while it runs, before fewer than
+/// ``CertificateRenewal/renewBeforeDays`` remain (kubeadm renews only on upgrades; a node that
+/// runs for a year would otherwise lose its peers). The listeners read their certificate files
+/// again when they change (``IdentityFiles``): the next connection presents the renewed one.
+struct CertificateRenewer: Service {
+    static let defaultInterval: Duration = .seconds(3_600)
+    let paths: NodePaths
+    let clusterName: String
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard !Task.isCancelled else { return }
+                do {
+                    for (name, expiry) in try CertificateRenewal.renewDue(paths, clusterName: clusterName) {
+                        logger.info("renewed a certificate with fewer than \(CertificateRenewal.renewBeforeDays) days left", metadata: ["certificate": "\(name)", "expires": "\(expiry)"])
+                    }
+                } catch {
+                    logger.error("cannot renew the node's certificates; retrying at the next check", metadata: ["error": "\(error)"])
+                }
+            }
+        }
     }
 }
 

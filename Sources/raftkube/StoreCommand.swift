@@ -86,8 +86,10 @@ struct StoreCommand: AsyncParsableCommand {
     }
 
     /// The TLS identity given by a certificate/key/CA option triple, or nil when none is given;
-    /// a partial triple, or an https URL without one (or the reverse), is a usage error.
-    static func identity(certificate: String?, key: String?, ca: String?, options: String, urls: [String]) throws -> TLSIdentity? {
+    /// a partial triple, or an https URL without one (or the reverse), is a usage error. The
+    /// files are read again when they change (renewal takes effect without a restart).
+    static func identity(certificate: String?, key: String?, ca: String?, options: String, urls: [String],
+                         revocation: (@Sendable (Certificate) -> String?)? = nil, logger: Logger) throws -> IdentityFiles? {
         let https = urls.allSatisfy { $0.hasPrefix("https://") }
         guard urls.allSatisfy({ $0.hasPrefix("https://") == https }) else { throw ValidationError("\(urls.joined(separator: ", ")): mixed http and https URLs") }
         guard let certificate, let key, let ca else {
@@ -97,7 +99,7 @@ struct StoreCommand: AsyncParsableCommand {
         }
         guard https else { throw ValidationError("\(options) are given, so the URLs must be https: \(urls.joined(separator: ", "))") }
         do {
-            return try TLSIdentity.load(certificate: certificate, key: key, trustedCA: ca)
+            return try IdentityFiles(certificate: certificate, key: key, trustedCA: ca, revocation: revocation, logger: logger)
         } catch {
             throw ValidationError("\(options): \(error)")
         }
@@ -246,7 +248,8 @@ struct StoreCommand: AsyncParsableCommand {
             return "certificate \"\(certificate.subject)\" belongs to member \(String(member, radix: 16)), which is not a member of this cluster (removed, or never added)"
         }
         if let peerIdentity = try Self.identity(certificate: peerCertFile, key: peerKeyFile, ca: peerTrustedCaFile,
-                                                options: "--peer-cert-file, --peer-key-file and --peer-trusted-ca-file", urls: peerURLs)?.revoking(revocation) {
+                                                options: "--peer-cert-file, --peer-key-file and --peer-trusted-ca-file", urls: peerURLs,
+                                                revocation: revocation, logger: logger) {
             // Peers accept only peer certificates of the cluster, each bound to one member, in both
             // directions; an accepted connection speaks only for the member its certificate names.
             let peers: Set<String> = [CertificateAuthority.peerOrganization]
@@ -256,7 +259,8 @@ struct StoreCommand: AsyncParsableCommand {
                 identifyAccepted: { channel in TLSIdentity.peerMemberID(of: channel) })
         }
         let clientIdentity = try Self.identity(certificate: certFile, key: keyFile, ca: trustedCaFile,
-                                               options: "--cert-file, --key-file and --trusted-ca-file", urls: [listenClientUrls, advertisedClient])?.revoking(revocation)
+                                               options: "--cert-file, --key-file and --trusted-ca-file", urls: [listenClientUrls, advertisedClient],
+                                               revocation: revocation, logger: logger)
         if clientCertAuth == true && clientIdentity == nil { throw ValidationError("--client-cert-auth needs --cert-file, --key-file and --trusted-ca-file") }
         if clientCertAuth == false && clientIdentity != nil {
             logger.warning("https without client certificates (--no-client-cert-auth): anyone who reaches the client port can read and write the store")

@@ -18,6 +18,19 @@ struct LabTests {
     /// waitpid, not Foundation's Process: `waitUntilExit` does not return while a process that
     /// the command started in the background (`cluster/lab spawn`) still runs.
     @discardableResult
+    /// The serial number (hex, as openssl prints it) of the certificate that VM `vm` presents on
+    /// `port` to a new TLS connection.
+    static func presentedSerial(vm: Int, port: Int, root: String) throws -> String {
+        let output = try run(["sh", "-c", "openssl s_client -connect \(address(vm)):\(port) </dev/null 2>/dev/null | openssl x509 -noout -serial"], root: root).output
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("serial=") }) else { return "" }
+        return String(line.dropFirst("serial=".count).drop { $0 == "0" })
+    }
+
+    static func hex(_ serial: Certificate.SerialNumber) -> String {
+        let digits: String = serial.bytes.map { String(format: "%02X", $0) }.joined()
+        return String(digits.drop { $0 == "0" })
+    }
+
     static func run(_ arguments: [String], environment: [String: String] = [:], root: String) throws -> (status: Int32, output: String) {
         let outputPath = "\(root)/command-\(UUID().uuidString).out"
         var actions = posix_spawn_file_actions_t()
@@ -435,11 +448,31 @@ struct LabTests {
         let shortLived = try ca2.issue(profile: .peer(memberID: try #require(CertificateAuthority.memberID(of: peerAfter))), commonName: "vm2",
                                        dnsNames: ["vm2", "localhost"], ipAddresses: [Self.address(2), "127.0.0.1"], publicKey: peerAfter.publicKey, days: 10)
         try PEMFiles.write([shortLived], to: "\(pki2)/peer.crt")
-        try lab.spawnRaftkube(2, ["start", "--data-dir", lab.dataDir(2)])
+        try lab.spawnRaftkube(2, ["start", "--data-dir", lab.dataDir(2), "--certificate-check-interval", "1"])
         #expect(try eventually(30, every: 0.1) { try lab.etcdctl(["get", "joined", "--print-value-only", "--consistency=s"], vms: [2]).output.contains("yes") }, "\(lab.logs())")
         #expect(try lab.members().count == 3)
         let startRenewed = try PEMFiles.certificates("\(pki2)/peer.crt")[0]
         #expect(startRenewed.notValidAfter.timeIntervalSinceNow > 300 * 86_400 && lab.log(2).contains("renewed a certificate"), "\(startRenewed.notValidAfter)")
+
+        // While it runs (checking every second here, hourly by default), a certificate that falls
+        // due is renewed, and the next connection to the client and the peer port presents the
+        // renewed one: no restart.
+        let dueSoon = try ca2.issue(profile: .peer(memberID: try #require(CertificateAuthority.memberID(of: peerAfter))), commonName: "vm2",
+                                    dnsNames: ["vm2", "localhost"], ipAddresses: [Self.address(2), "127.0.0.1"], publicKey: peerAfter.publicKey, days: 20)
+        try PEMFiles.write([dueSoon], to: "\(pki2)/peer.crt")
+        #expect(try eventually(20, every: 0.2) { try PEMFiles.certificates("\(pki2)/peer.crt")[0].notValidAfter.timeIntervalSinceNow > 300 * 86_400 }, "\(lab.log(2))")
+        let runRenewed = try PEMFiles.certificates("\(pki2)/peer.crt")[0]
+        #expect(runRenewed.serialNumber != dueSoon.serialNumber && runRenewed.serialNumber != startRenewed.serialNumber)
+        for port in [2379, 2380] {
+            var presented = ""
+            let seen = try eventually(10, every: 0.2) {
+                presented = try Self.presentedSerial(vm: 2, port: port, root: lab.root)
+                return presented == Self.hex(runRenewed.serialNumber)
+            }
+            #expect(seen, "port \(port) presents serial \(presented), the renewed certificate is \(Self.hex(runRenewed.serialNumber))")
+        }
+        #expect(lab.log(2).components(separatedBy: "renewed a certificate").count >= 3, "\(lab.log(2))")
+        #expect(try lab.etcdctl(["put", "after-renewal", "yes"], vms: [2]).status == 0)
 
         // cluster members / status from the host with the admin config init wrote.
         let adminConfig = "\(lab.dataDir(1))/admin.conf"
