@@ -184,4 +184,68 @@ struct GRPCLimitsTests {
         try await Self.expectServing(cluster, client, "after-oversized")
         await client.close()
     }
+
+    @Test("A client that asks for large ranges and never reads the answers is refused past the connection's unread budget; memory stays bounded; others keep working")
+    func unreadResponses() async throws {
+        let (cluster, client, pid) = try await Self.member("unread")
+        defer { cluster.tearDown() }
+        // 8 values of 1 MiB: each range of the prefix answers 8 MiB.
+        for number in 0..<8 {
+            var put = Etcdserverpb_PutRequest()
+            put.key = Data("big/\(number)".utf8)
+            put.value = Data(repeating: 0x61, count: 1 << 20)
+            let _: Etcdserverpb_PutResponse = try await client.unary("/etcdserverpb.KV/Put", put)
+        }
+        var range = Etcdserverpb_RangeRequest()
+        range.key = Data("big/".utf8)
+        range.rangeEnd = Data("big0".utf8)
+        let body = [UInt8](try range.serializedData())
+        let message = [0] + RawHTTP2.bigEndian(UInt32(body.count)) + body
+        let baseline = try #require(residentBytes(pid: pid))
+        var refused = Set<UInt32>()
+        var answered = Set<UInt32>()
+        let peak = try peakResidentBytes(pid: pid) {
+            // The client's windows stay at HTTP/2's 64 KiB and it never returns them: the member
+            // can send almost nothing, and what it answers waits in its buffers.
+            let (connection, _) = try RawHTTP2.handshake(port: cluster.clientPort(1))
+            var bytes: [UInt8] = []
+            for number in 0..<250 {
+                let stream = UInt32(2 * number + 1)
+                bytes += RawHTTP2.grpcHeaders(stream: stream, path: "/etcdserverpb.KV/Range") + RawHTTP2.frame(.data, flags: 0x1, stream: stream, message)
+            }
+            #expect(connection.send(bytes))
+            var pending: [UInt8] = []
+            let deadline = Date().addingTimeInterval(30)
+            while refused.count + answered.count < 250 && Date() < deadline {
+                guard let received = connection.receive(), !received.isEmpty else { continue }
+                for frame in RawHTTP2.frames(received, pending: &pending) where frame.type == RawHTTP2.FrameType.headers.rawValue {
+                    // Trailers-only (END_STREAM on the first HEADERS): refused; response headers: answered.
+                    if frame.flags & 0x1 != 0 { refused.insert(frame.stream) } else { answered.insert(frame.stream) }
+                }
+            }
+            withExtendedLifetime(connection) {}
+        }
+        print("unread responses: \(answered.count) answered, \(refused.count) refused; RSS \(baseline >> 20) MiB before, peak \(peak >> 20) MiB")
+        // 128 MiB of unread answers of 8 MiB each: 16 go out, the rest are refused.
+        #expect(answered.count >= 1 && answered.count <= 20, "\(answered.count) answered")
+        #expect(refused.count >= 230, "\(refused.count) refused")
+        // Without the budget the member holds all 250 answers: 2 GiB.
+        #expect(peak - baseline < 400 << 20, "RSS grew from \(baseline >> 20) to \(peak >> 20) MiB")
+        try await Self.expectServing(cluster, client, "after-unread")
+        await client.close()
+    }
+
+    @Test("The server-wide budget of unread responses: one always fits when nothing waits, more only within the bound; forced bytes count")
+    func responseBudget() {
+        let budget = WireResponseBudget(bytesMax: 100)
+        #expect(budget.take(150))
+        #expect(!budget.take(1))
+        budget.give(150)
+        #expect(budget.take(60) && budget.take(40))
+        #expect(!budget.take(1))
+        #expect(budget.take(10, force: true))
+        #expect(budget.unreadBytes == 110)
+        budget.give(110)
+        #expect(budget.unreadBytes == 0)
+    }
 }

@@ -1,4 +1,5 @@
 import GRPCCore
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -32,9 +33,15 @@ struct WireLimits: Sendable {
     /// A connection with no open stream that received no frame for this long is closed (GOAWAY
     /// NO_ERROR, then close); 0 keeps idle connections open.
     var idleTimeoutMs: Int64 = 0
+    /// Bytes of responses one connection may have written and the client not yet taken (HTTP/2
+    /// keeps a stream's DATA while the client's window is shut, and a client that never reads
+    /// shuts it): past it a unary call is answered RESOURCE_EXHAUSTED instead of with its
+    /// response. Room for two of the largest range results (64 MiB); one response always goes
+    /// out when nothing is waiting.
+    var unreadResponseBytesMax = 128 << 20
 
     func validate() {
-        precondition(messageBytesMax > 0 && inboundMessagesMax > 0 && concurrentStreamsMax > 0 && idleTimeoutMs >= 0)
+        precondition(messageBytesMax > 0 && inboundMessagesMax > 0 && concurrentStreamsMax > 0 && idleTimeoutMs >= 0 && unreadResponseBytesMax > 0)
         precondition(connectionBufferedBytesMax >= 2 * streamWindowBytes, "a connection must hold at least two of the largest messages")
         precondition(connectionBufferedBytesMax <= Int(Int32.max), "HTTP/2 windows are 31 bits")
     }
@@ -45,6 +52,35 @@ struct WireLimits: Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: streamWindowBytes),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
         ]
+    }
+}
+
+/// Bytes of responses that every connection of a server together has written and their clients
+/// not yet taken: the server-wide bound beside each connection's
+/// ``WireLimits/unreadResponseBytesMax``, so that many connections that do not read cannot add
+/// up to more than this.
+final class WireResponseBudget: Sendable {
+    let bytesMax: Int
+    private let unread = NIOLockedValueBox(0)
+
+    init(bytesMax: Int = 1 << 30) {
+        precondition(bytesMax > 0)
+        self.bytesMax = bytesMax
+    }
+
+    var unreadBytes: Int { unread.withLockedValue { $0 } }
+
+    /// Takes `bytes` when they fit (or nothing is unread at all); false when they do not.
+    func take(_ bytes: Int, force: Bool = false) -> Bool {
+        unread.withLockedValue { unread in
+            guard force || unread == 0 || unread + bytes <= bytesMax else { return false }
+            unread += bytes
+            return true
+        }
+    }
+
+    func give(_ bytes: Int) {
+        unread.withLockedValue { $0 -= bytes }
     }
 }
 
@@ -90,7 +126,11 @@ final class WireConnection: ChannelInboundHandler {
 
     private let router: WireRouter
     private let limits: WireLimits
+    private let budget: WireResponseBudget
     private let eventLoop: any EventLoop
+    /// Bytes of DATA written on this connection and not yet passed to the socket (NIOHTTP2
+    /// holds them while the client's window is shut).
+    private var unreadResponseBytes = 0
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: Call] = [:]
     /// Where streaming calls post their messages and started calls their answers. It refers
@@ -114,10 +154,11 @@ final class WireConnection: ChannelInboundHandler {
     private var flushOwed = false
     private var flushScheduled = false
 
-    init(router: WireRouter, limits: WireLimits, eventLoop: any EventLoop) {
+    init(router: WireRouter, limits: WireLimits, budget: WireResponseBudget, eventLoop: any EventLoop) {
         limits.validate()
         self.router = router
         self.limits = limits
+        self.budget = budget
         self.eventLoop = eventLoop
     }
 
@@ -453,17 +494,50 @@ final class WireConnection: ChannelInboundHandler {
         sendHeadersIfNeeded(call, stream: stream)
         let promise = context.eventLoop.makePromise(of: Void.self)
         let bytes = GRPCMessageReader.frame(message, allocator: context.channel.allocator)
-        context.write(wrapOutboundOut(HTTP2Frame(streamID: stream, payload: .data(.init(data: .byteBuffer(bytes))))), promise: promise)
-        flushSoon()
+        // Counted, never refused here: watch streams have their own byte caps per watcher.
+        _ = budget.take(bytes.readableBytes, force: true)
+        writeData(bytes, stream: stream, promise: promise)
         return promise.futureResult
     }
 
     private func respond(_ call: Call, stream: HTTP2StreamID, _ message: [UInt8]) {
         guard let context else { return }
-        sendHeadersIfNeeded(call, stream: stream)
         let bytes = GRPCMessageReader.frame(message, allocator: context.channel.allocator)
-        write(HTTP2Frame(streamID: stream, payload: .data(.init(data: .byteBuffer(bytes)))))
+        if let refusal = unreadRefusal(bytes.readableBytes) { return fail(call, stream: stream, refusal) }
+        sendHeadersIfNeeded(call, stream: stream)
+        writeData(bytes, stream: stream, promise: context.eventLoop.makePromise(of: Void.self))
         sendTrailers(call, stream: stream, status: nil)
+    }
+
+    /// Nil when a response of `bytes` may be written (and then the server-wide budget holds
+    /// them); else why not. One response always goes out on a connection with nothing unread.
+    private func unreadRefusal(_ bytes: Int) -> RPCError? {
+        if unreadResponseBytes > 0 && unreadResponseBytes + bytes > limits.unreadResponseBytesMax {
+            return RPCError(code: .resourceExhausted, message: "etcdserver: too many responses not read by this client (\(unreadResponseBytes) bytes wait on this connection; at most \(limits.unreadResponseBytesMax)): read them before asking for more")
+        }
+        if !budget.take(bytes) {
+            return RPCError(code: .resourceExhausted, message: "etcdserver: too many responses not read by clients (\(budget.unreadBytes) bytes wait on this server; at most \(budget.bytesMax)): retry later")
+        }
+        return nil
+    }
+
+    /// Writes a response message whose bytes are in `budget` already, and counts them as unread
+    /// until NIOHTTP2 passes them on (or drops them with their stream).
+    private func writeData(_ bytes: ByteBuffer, stream: HTTP2StreamID, promise: EventLoopPromise<Void>) {
+        guard let context else {
+            budget.give(bytes.readableBytes)
+            return promise.fail(CancellationError())
+        }
+        let length = bytes.readableBytes
+        unreadResponseBytes += length
+        let connection = NIOLoopBound(self, eventLoop: eventLoop)
+        let budget = self.budget
+        promise.futureResult.whenComplete { _ in
+            connection.value.unreadResponseBytes -= length
+            budget.give(length)
+        }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: stream, payload: .data(.init(data: .byteBuffer(bytes))))), promise: promise)
+        flushSoon()
     }
 
     private func fail(_ call: Call, stream: HTTP2StreamID, _ error: RPCError) {

@@ -18,14 +18,17 @@ final class WireServer: Sendable {
         self.connections = connections
     }
 
-    /// Listens on `host:port`; `secure` adds TLS to each accepted connection, `gate` admits
+    /// Listens on `host:port`; `responseBytesMax` bounds the responses that all its connections
+    /// together have waiting for their clients (``WireResponseBudget``); `secure` adds TLS to
+    /// each accepted connection, `gate` admits
     /// each (the connection cap and the TLS handshake timeout; ``WireConnection`` closes idle
     /// connections itself, as it knows which have open streams).
     static func bind(
-        host: String, port: Int, router: WireRouter, limits: WireLimits, gate: ConnectionGate,
+        host: String, port: Int, router: WireRouter, limits: WireLimits, responseBytesMax: Int = 1 << 30, gate: ConnectionGate,
         secure: (@Sendable (any Channel) throws -> Void)?, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> WireServer {
         let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+        let budget = WireResponseBudget(bytesMax: responseBytesMax)
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -37,7 +40,7 @@ final class WireServer: Sendable {
                     try gate.admit(channel, secured: secure != nil, protocolHandlesIdle: true)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, initialSettings: limits.settings))
-                    try sync.addHandler(WireConnection(router: router, limits: limits, eventLoop: channel.eventLoop))
+                    try sync.addHandler(WireConnection(router: router, limits: limits, budget: budget, eventLoop: channel.eventLoop))
                     let key = ObjectIdentifier(channel)
                     connections.withLockedValue { $0[key] = channel }
                     channel.closeFuture.whenComplete { _ in _ = connections.withLockedValue { $0.removeValue(forKey: key) } }
