@@ -84,15 +84,26 @@ final class WireClientHandler: ChannelInboundHandler {
             HTTP2Setting(parameter: .initialWindowSize, value: streamWindowBytes),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
         ]
-        configuration.controlFrameRateLimit.maximumCount = .max
+        configuration.controlFrameRateLimit.maximumCount = unlimitedCount
+        configuration.controlFrameRateLimit.windowLength = unlimitedWindow
         return configuration
     }
     static var stream: NIOHTTP2Handler.StreamConfiguration {
         var configuration = NIOHTTP2Handler.StreamConfiguration()
-        configuration.streamResetFrameRateLimit.maximumCount = .max
-        configuration.streamErrorRateLimit.maximumCount = .max
+        configuration.streamResetFrameRateLimit.maximumCount = unlimitedCount
+        configuration.streamResetFrameRateLimit.windowLength = unlimitedWindow
+        configuration.streamErrorRateLimit.maximumCount = unlimitedCount
+        configuration.streamErrorRateLimit.windowLength = unlimitedWindow
         return configuration
     }
+    /// A rate limit that never trips: more than this many frames inside one nanosecond cannot
+    /// arrive. Not `Int.max` as the count: NIOHTTP2 reserves a `Deque` of that many timestamps
+    /// per limit, and `ManagedBuffer.create(minimumCapacity: .max)` wraps the allocation's size
+    /// to a few bytes; glibc's usable size then gives the buffer a capacity of 0, ThreadSanitizer's
+    /// allocator one of -1, and the process died with "deinitialize with negative count" or a
+    /// SEGV in `swift_release` inside `ClientBootstrap.connect` (issue 15).
+    static let unlimitedCount = 1_000
+    static let unlimitedWindow = TimeAmount.nanoseconds(1)
     static let messageBytesMax = 64 << 20
 
     private struct Call {
