@@ -472,7 +472,10 @@ struct LabTests {
             #expect(seen, "port \(port) presents serial \(presented), the renewed certificate is \(Self.hex(runRenewed.serialNumber))")
         }
         #expect(lab.log(2).components(separatedBy: "renewed a certificate").count >= 3, "\(lab.log(2))")
-        #expect(try lab.etcdctl(["put", "after-renewal", "yes"], vms: [2]).status == 0)
+        // vm2 restarted a moment ago (a serializable read answered before it heard a leader).
+        #expect(try eventually(30, every: 0.2) { try lab.knowsLeader(vm: 2) }, "\(lab.log(2))")
+        let afterRenewal = try lab.etcdctl(["put", "after-renewal", "yes"], vms: [2])
+        #expect(afterRenewal.status == 0, "\(afterRenewal.output)\n\(lab.log(2))")
 
         // cluster members / status from the host with the admin config init wrote.
         let adminConfig = "\(lab.dataDir(1))/admin.conf"

@@ -177,6 +177,10 @@ enum RawHTTP2 {
     static let maxConcurrentStreams: UInt16 = 0x3
 }
 
+/// Whether this process runs under ThreadSanitizer (`cluster/test-tsan`; the members it spawns
+/// then do too): its runtime's entry point is linked in.
+let underThreadSanitizer = dlsym(nil, "__tsan_init") != nil
+
 /// A member's resident memory, from /proc.
 func residentBytes(pid: Int32) -> Int? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),

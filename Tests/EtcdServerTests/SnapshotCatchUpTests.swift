@@ -166,8 +166,12 @@ struct SnapshotCatchUpTests {
         // (when it travelled in one buffer, each held it two or three times over).
         let peaks = try [1, 2].map { member in try Self.peakResidentBytes(#require(cluster.processIdentifier(member))) }
         print("peak RSS while sending and receiving a \(size)-byte snapshot: leader \(peaks[0] >> 20) MiB, new member \(peaks[1] >> 20) MiB")
-        #expect(peaks[0] < size / 3, "leader's peak RSS \(peaks[0]) bytes for a \(size)-byte database")
-        #expect(peaks[1] < size / 4, "new member's peak RSS \(peaks[1]) bytes for a \(size)-byte database")
+        // Under ThreadSanitizer (cluster/test-tsan) the members are instrumented and their shadow
+        // memory adds ~1.7x (measured: 683 and 502 MiB); a whole image in memory would still be
+        // past the database's size.
+        let (leaderBound, memberBound) = underThreadSanitizer ? (size / 2, size / 2) : (size / 3, size / 4)
+        #expect(peaks[0] < leaderBound, "leader's peak RSS \(peaks[0]) bytes for a \(size)-byte database")
+        #expect(peaks[1] < memberBound, "new member's peak RSS \(peaks[1]) bytes for a \(size)-byte database")
         let both = "127.0.0.1:\(cluster.clientPort(1)),127.0.0.1:\(cluster.clientPort(2))"
         var hashes: [Substring] = []
         // Hashing 1.5 GiB takes a debug build tens of seconds per member.
