@@ -22,7 +22,9 @@ extension TLSIdentity: IdentityProvider {
 /// (it is still valid: renewal happens with 30 days left).
 ///
 /// A change is seen by the files' inode, size and modification time (renewal writes by rename,
-/// so a reader sees the old file or the new one). Files that do not load (a key that does not
+/// so a reader sees the old file or the new one), looked at no more than once per
+/// `recheckInterval`: callers ask for every connection and every request a follower forwards,
+/// and need not pay two `stat`s each time. Files that do not load (a key that does not
 /// match, a certificate being replaced in two steps) leave the identity as it was, with a
 /// warning, until they change again.
 public final class IdentityFiles: IdentityProvider {
@@ -30,6 +32,7 @@ public final class IdentityFiles: IdentityProvider {
     public let keyPath: String
     public let trustedCAPath: String
     private let revocation: (@Sendable (Certificate) -> String?)?
+    private let recheckInterval: Duration
     private let logger: Logger
 
     private struct Stamp: Equatable {
@@ -43,6 +46,8 @@ public final class IdentityFiles: IdentityProvider {
         var identity: TLSIdentity
         var generation: Int
         var stamps: [Stamp?]
+        /// When the files were last looked at.
+        var checkedAt: ContinuousClock.Instant
         /// The stamps of files that did not load, so they are not parsed again for every connection.
         var refused: [Stamp?]?
     }
@@ -50,20 +55,26 @@ public final class IdentityFiles: IdentityProvider {
     private let state: NIOLockedValueBox<State>
 
     /// Loads the identity; throws when the files do not make one (as ``TLSIdentity/load(certificate:key:trustedCA:)``).
-    public init(certificate: String, key: String, trustedCA: String, revocation: (@Sendable (Certificate) -> String?)? = nil, logger: Logger) throws {
+    public init(certificate: String, key: String, trustedCA: String, revocation: (@Sendable (Certificate) -> String?)? = nil,
+                recheckInterval: Duration = .seconds(1), logger: Logger) throws {
         certificatePath = certificate
         keyPath = key
         trustedCAPath = trustedCA
         self.revocation = revocation
+        self.recheckInterval = recheckInterval
         self.logger = logger
         let stamps = Self.stamps(certificate, key)
         let identity = try Self.load(certificate: certificate, key: key, trustedCA: trustedCA, revocation: revocation)
-        state = NIOLockedValueBox(State(identity: identity, generation: 0, stamps: stamps))
+        state = NIOLockedValueBox(State(identity: identity, generation: 0, stamps: stamps, checkedAt: .now))
     }
 
     public func currentIdentity() -> (identity: TLSIdentity, generation: Int) {
+        let now = ContinuousClock.now
+        let recent = state.withLockedValue { state in now - state.checkedAt < recheckInterval ? (state.identity, state.generation) : nil }
+        if let recent { return recent }
         let stamps = Self.stamps(certificatePath, keyPath)
         return state.withLockedValue { state in
+            state.checkedAt = now
             guard stamps != state.stamps, stamps != state.refused else { return (state.identity, state.generation) }
             do {
                 state.identity = try Self.load(certificate: certificatePath, key: keyPath, trustedCA: trustedCAPath, revocation: revocation)

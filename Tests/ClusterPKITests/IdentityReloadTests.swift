@@ -69,7 +69,8 @@ struct IdentityReloadTests {
 
         let log = RecordingLogHandler()
         let logger = Logger(label: "server") { _ in log }
-        let files = try IdentityFiles(certificate: certificatePath, key: keyPath, trustedCA: caPath, logger: logger)
+        // Looked at on every connection here (a node looks at most once a second).
+        let files = try IdentityFiles(certificate: certificatePath, key: keyPath, trustedCA: caPath, recheckInterval: .zero, logger: logger)
         let securer = try files.serverSecurer(requiring: [CertificateAuthority.peerOrganization], memberBound: true, logger: logger, context: "test server")
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
@@ -123,5 +124,26 @@ struct IdentityReloadTests {
         #expect(throws: (any Error).self) {
             _ = try IdentityFiles(certificate: "/nonexistent/peer.crt", key: "/nonexistent/peer.key", trustedCA: "/nonexistent/ca.crt", logger: logger)
         }
+    }
+
+    @Test("the files are looked at no more than once per recheck interval")
+    func recheckInterval() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("identity-recheck-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let ca = try CertificateAuthority.create(clusterName: "lab")
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let (certificatePath, keyPath, caPath) = ("\(directory)/peer.crt", "\(directory)/peer.key", "\(directory)/ca.crt")
+        func issue() throws -> Certificate {
+            try ca.issue(profile: .peer(memberID: 1), commonName: "vm1", ipAddresses: ["127.0.0.1"], publicKey: key.publicKey, days: 30)
+        }
+        try PEMFiles.write([try issue()], to: certificatePath)
+        try PEMFiles.write(key, to: keyPath)
+        try PEMFiles.write([ca.certificate], to: caPath)
+        let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        let slow = try IdentityFiles(certificate: certificatePath, key: keyPath, trustedCA: caPath, recheckInterval: .seconds(3_600), logger: logger)
+        let eager = try IdentityFiles(certificate: certificatePath, key: keyPath, trustedCA: caPath, recheckInterval: .zero, logger: logger)
+        try PEMFiles.write([try issue()], to: certificatePath)
+        #expect(slow.currentIdentity().generation == 0, "the files were looked at inside the interval")
+        #expect(eager.currentIdentity().generation == 1)
     }
 }
