@@ -224,7 +224,7 @@ public final class KVStateMachine: StateMachine, @unchecked Sendable {
     /// What it sees is a committed state, possibly a little behind the writer's.
     public func readHistory<Result>(_ body: (KVStore) throws -> Result) throws -> Result {
         try historyLock.withLock {
-            if historyReader == nil { historyReader = try KVStore.openReader(path: path) }
+            if historyReader == nil { historyReader = try KVStore.openReader(path: path, sharing: store) }
             return try historyReader!.readConsistently(body)
         }
     }

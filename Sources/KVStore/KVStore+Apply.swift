@@ -128,12 +128,15 @@ extension KVStore {
 
     // MARK: - Rows
 
+    /// Appends a row to `kv` and its version to the index (taken back if the request or batch
+    /// is rolled back).
     private func insertRow(key: [UInt8], revision: Int64, sub: Int64, tombstone: Bool, createRevision: Int64,
                            version: Int64, value: [UInt8], lease: Int64) throws {
         let statement = try database.statement("""
-            INSERT INTO kv (key, revision, sub, tombstone, create_revision, version, value, lease)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            INSERT INTO kv (rowid, key, revision, sub, tombstone, create_revision, version, value, lease)
+            VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
             """)
+        let rowID = state.nextRowID
         try statement.bind(1, key)
         try statement.bind(2, revision)
         try statement.bind(3, sub)
@@ -142,7 +145,12 @@ extension KVStore {
         try statement.bind(6, version)
         try statement.bind(7, value)
         try statement.bind(8, lease)
+        try statement.bind(9, rowID)
         try statement.run()
+        state.nextRowID += 1
+        index.append(IndexedVersion(revision: revision, sub: sub, rowID: rowID, tombstone: tombstone,
+                                    createRevision: createRevision, version: version, lease: lease), to: key)
+        appendedKeys.append(key)
     }
 
     private func attach(_ key: [UInt8], to lease: Int64) throws {

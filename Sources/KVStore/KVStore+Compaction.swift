@@ -26,6 +26,7 @@ extension KVStore {
         precondition(rowsMax > 0)
         guard physicalCompactionPending else { return false }
         let saved = state
+        var removals: [(key: [UInt8], count: Int)] = []
         try database.execute("BEGIN IMMEDIATE")
         do {
             // Where this window ends: its last row, or the end of the compacted history.
@@ -37,25 +38,31 @@ extension KVStore {
             try last.bind(2, state.physicalCompactSub)
             try last.bind(3, state.compactRevision)
             try last.bind(4, Int64(rowsMax - 1))
-            let high = try last.step() ? (last.int64(0), last.int64(1)) : (state.compactRevision, Int64.max)
+            let high = try last.step() ? (revision: last.int64(0), sub: last.int64(1)) : (revision: state.compactRevision, sub: Int64.max)
             last.reset()
-            let statement = try database.statement("""
-                DELETE FROM kv WHERE (key, revision, sub) IN (
-                    SELECT old.key, old.revision, old.sub
-                    FROM (SELECT DISTINCT key FROM kv WHERE (revision, sub) > (?1, ?2) AND (revision, sub) <= (?3, ?4)) AS written
-                    JOIN kv AS old ON old.key = written.key AND (old.revision, old.sub) <= (?3, ?4)
-                    WHERE old.tombstone = 1 OR EXISTS (
-                        SELECT 1 FROM kv AS newer
-                        WHERE newer.key = old.key AND (newer.revision, newer.sub) <= (?3, ?4)
-                          AND (newer.revision, newer.sub) > (old.revision, old.sub)
-                    )
-                )
+            let written = try database.statement("""
+                SELECT DISTINCT key FROM kv WHERE (revision, sub) > (?1, ?2) AND (revision, sub) <= (?3, ?4)
                 """)
-            try statement.bind(1, state.physicalCompactRevision)
-            try statement.bind(2, state.physicalCompactSub)
-            try statement.bind(3, high.0)
-            try statement.bind(4, high.1)
-            try statement.run()
+            try written.bind(1, state.physicalCompactRevision)
+            try written.bind(2, state.physicalCompactSub)
+            try written.bind(3, high.revision)
+            try written.bind(4, high.sub)
+            var keys: [[UInt8]] = []
+            while try written.step() { keys.append(written.bytes(0)) }
+            written.reset()
+            // A key's versions at or before the window's end, other than the newest, and that
+            // one too when it is a deletion: always the oldest of the key's versions.
+            let delete = try database.statement("DELETE FROM kv WHERE rowid = ?1")
+            for key in keys {
+                let versions = index.versions(of: key)
+                var removed = versions.prefix { $0.isAtOrBefore(high) }.count
+                if removed > 0 && !versions[removed - 1].tombstone { removed -= 1 }
+                for version in versions.prefix(removed) {
+                    try delete.bind(1, version.rowID)
+                    try delete.run()
+                }
+                if removed > 0 { removals.append((key, removed)) }
+            }
             (state.physicalCompactRevision, state.physicalCompactSub) = high
             try saveState()
             try database.execute("COMMIT")
@@ -64,6 +71,10 @@ extension KVStore {
             state = saved
             throw error
         }
+        // The rows are gone: now the index, reads below the window's end refused first (a reader
+        // of an older view might otherwise find a key's older version missing).
+        index.raiseFloor(to: state.physicalCompactRevision)
+        for removal in removals { index.removeOldest(removal.count, of: removal.key) }
         return physicalCompactionPending
     }
 
@@ -78,5 +89,10 @@ extension KVStore {
     /// key's rows newest first: whether one was seen already).
     func isCompactedAway(_ row: StoredVersion, newerAtCompaction: Bool) -> Bool {
         row.revision <= state.compactRevision && (row.tombstone || newerAtCompaction)
+    }
+
+    /// ``isCompactedAway(_:newerAtCompaction:)`` for a version in the index.
+    func isCompactedAway(_ version: IndexedVersion, newerAtCompaction: Bool) -> Bool {
+        version.revision <= state.compactRevision && (version.tombstone || newerAtCompaction)
     }
 }

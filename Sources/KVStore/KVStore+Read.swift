@@ -52,41 +52,46 @@ extension KVStore {
     }
 
     /// Calls `body` with each key's version as of `revision`, in key order, skipping keys that
-    /// were deleted or not yet created then; stops when `body` returns false. `body` must not
-    /// use the database (the statement is shared).
+    /// were deleted or not yet created then; stops when `body` returns false. Keys and metadata
+    /// come from the index; values are read from their rows only when `withValues`.
     func forEachLive(
         in range: KeyRange, at revision: Int64, withValues: Bool, _ body: (KeyValue) throws -> Bool
     ) throws {
-        let statement = try database.statement("""
-            SELECT \(KVStore.versionColumns) FROM kv
-            WHERE \(range.sqlCondition) AND revision <= ?3
-            ORDER BY key, revision DESC, sub DESC
-            """)
-        defer { statement.reset() }
-        try range.bind(to: statement)
-        try statement.bind(3, revision)
-        var previousKey: [UInt8]?
-        while try statement.step() {
-            // Rows come newest first within a key: the first row of each key is its state.
-            let key = statement.bytes(0)
-            if key == previousKey { continue }
-            previousKey = key
-            if statement.int64(3) != 0 { continue }
-            guard try body(StoredVersion(statement, withValue: withValues).keyValue) else { return }
+        try forEachLiveVersion(in: range, at: revision) { key, version in
+            try body(try keyValue(key, version, withValue: withValues))
         }
+    }
+
+    /// ``forEachLive(in:at:withValues:_:)`` with the index's versions, so that the caller reads
+    /// only the values it keeps. `body` runs outside the index's lock, a batch of keys at a time.
+    func forEachLiveVersion(
+        in range: KeyRange, at revision: Int64, _ body: ([UInt8], IndexedVersion) throws -> Bool
+    ) throws {
+        var after: [UInt8]?
+        repeat {
+            let batch = try index.live(in: range, at: revision, after: after, entriesMax: 256)
+            for entry in batch.entries {
+                guard try body(entry.key, entry.version) else { return }
+            }
+            after = batch.resume
+        } while after != nil
     }
 
     /// The latest version of `key` at or below `revision`, or nil if it did not exist then.
     func liveVersion(of key: [UInt8], at revision: Int64) throws -> KeyValue? {
-        let statement = try database.statement("""
-            SELECT \(KVStore.versionColumns) FROM kv WHERE key = ?1 AND revision <= ?2
-            ORDER BY revision DESC, sub DESC LIMIT 1
-            """)
-        defer { statement.reset() }
-        try statement.bind(1, key)
-        try statement.bind(2, revision)
-        guard try statement.step(), statement.int64(3) == 0 else { return nil }
-        return StoredVersion(statement).keyValue
+        guard let version = try index.newest(of: key, atOrBelow: revision), !version.tombstone else { return nil }
+        return try keyValue(key, version, withValue: true)
+    }
+
+    /// ``liveVersion(of:at:)`` when it may be gone (a watch event's previous version): nil when
+    /// compaction has removed it or this reader's view does not hold it.
+    func storedLiveVersion(of key: [UInt8], at revision: Int64) throws -> KeyValue? {
+        guard let version = try? index.newest(of: key, atOrBelow: revision), !version.tombstone,
+              let value = try storedValue(of: key, version)
+        else { return nil }
+        var keyValue = try keyValue(key, version, withValue: false)
+        keyValue.value = value
+        return keyValue
     }
 
     // MARK: - Range
@@ -120,10 +125,11 @@ extension KVStore {
         var count: Int64 = 0
         var gatheredBytes = 0
         var tooLarge = false
-        try forEachLive(in: KeyRange(key: request.key, rangeEnd: request.rangeEnd), at: revision,
-                        withValues: !request.keysOnly && !request.countOnly) { keyValue in
+        let withValues = !request.keysOnly && !request.countOnly
+        try forEachLiveVersion(in: KeyRange(key: request.key, rangeEnd: request.rangeEnd), at: revision) { key, version in
             count += 1
             if !request.countOnly && kvs.count < fetchMax {
+                let keyValue = try self.keyValue(key, version, withValue: withValues)
                 gatheredBytes += keyValue.approximateBytes
                 // Stop gathering (and reading values) at the cap: the range fails whatever follows.
                 guard gatheredBytes <= limits.rangeResultBytesMax else {
@@ -228,7 +234,7 @@ extension KVStore {
         }
         for position in events.indices {
             let kv = events[position].kv
-            events[position].prevKv = try liveVersion(of: kv.key, at: kv.modRevision - 1)
+            events[position].prevKv = try storedLiveVersion(of: kv.key, at: kv.modRevision - 1)
         }
         return .success((events, complete))
     }
@@ -249,28 +255,29 @@ extension KVStore {
         }
         var crc = CRC32C.Running()
         crc.update(state.compactRevision)
-        let statement = try database.statement("""
-            SELECT \(KVStore.versionColumns) FROM kv WHERE revision <= ?1 ORDER BY key, revision DESC, sub DESC
-            """)
-        defer { statement.reset() }
-        try statement.bind(1, revision)
         // Rows compaction has yet to remove on this replica are skipped: replicas remove them
         // at their own pace (``compactStep(revisionsMax:)``) and must hash alike.
-        var key: [UInt8]?
-        var newerAtCompaction = false
-        while try statement.step() {
-            let row = StoredVersion(statement)
-            if row.key != key { (key, newerAtCompaction) = (row.key, false) }
-            defer { if row.revision <= state.compactRevision { newerAtCompaction = true } }
-            if isCompactedAway(row, newerAtCompaction: newerAtCompaction) { continue }
-            crc.update(Int64(row.key.count))
-            crc.update(row.key)
-            for number in [row.revision, row.sub, row.tombstone ? 1 : 0, row.createRevision, row.version, row.lease] {
-                crc.update(number)
+        var after: [UInt8]?
+        repeat {
+            let batch = index.keys(after: after, keysMax: 256)
+            for entry in batch.entries {
+                var newerAtCompaction = false
+                for version in entry.versions.reversed() where version.revision <= revision {
+                    defer { if version.revision <= state.compactRevision { newerAtCompaction = true } }
+                    if isCompactedAway(version, newerAtCompaction: newerAtCompaction) { continue }
+                    let value = try keyValue(entry.key, version, withValue: true).value
+                    crc.update(Int64(entry.key.count))
+                    crc.update(entry.key)
+                    for number in [version.revision, version.sub, version.tombstone ? 1 : 0, version.createRevision,
+                                   version.version, version.lease] {
+                        crc.update(number)
+                    }
+                    crc.update(Int64(value.count))
+                    crc.update(value)
+                }
             }
-            crc.update(Int64(row.value.count))
-            crc.update(row.value)
-        }
+            after = batch.resume
+        } while after != nil
         return .success(HashKVResponse(header: ResponseHeader(revision: state.currentRevision), hash: crc.value,
                                        compactRevision: state.compactRevision))
     }

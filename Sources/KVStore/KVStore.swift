@@ -20,7 +20,9 @@ public enum KVStoreError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The replicated state machine: an etcd v3 MVCC keyspace kept in SQLite.
+/// The replicated state machine: an etcd v3 MVCC keyspace kept in SQLite, with its keys indexed
+/// in memory (``KeyIndex``): rows are appended in revision order, and reads find their keys and
+/// versions in the index and fetch only the values they return.
 ///
 /// Every write request increments the store revision by exactly one (a txn's writes share it,
 /// ordered by sub-revision); a request that writes nothing leaves it alone. All versions of a key
@@ -53,11 +55,15 @@ public final class KVStore {
         /// depends on it.
         var physicalCompactRevision: Int64 = 0
         var physicalCompactSub: Int64 = .max
+        /// The rowid the next `kv` row gets: rows are appended, never inserted by key.
+        var nextRowID: Int64 = 1
     }
 
-    /// 2: `kv` is a rowid table (``kvTableSQL(name:)``); 1 (migrated on open and on restore):
-    /// `kv` was `WITHOUT ROWID`.
-    static let schemaVersion: Int64 = 2
+    /// 3: `kv` is indexed on disk by (revision, sub) only; keys are found in the in-memory
+    /// ``KeyIndex``. 2 (migrated on open and on restore): `kv` also had the `kv_key (key,
+    /// revision, sub)` index, whose random page writes were most of an apply's cost. 1: `kv`
+    /// was `WITHOUT ROWID` (migrated too).
+    static let schemaVersion: Int64 = 3
 
     /// The writer connection's SQLite page cache, in KiB (a bound on that memory).
     public static let writerCacheKiB = 65_536
@@ -88,10 +94,17 @@ public final class KVStore {
     /// Checkpoints the WAL off the apply path (nil for an in-memory database).
     let checkpointer: WALCheckpointer?
 
-    private init(path: String, limits: KVLimits, database: SQLiteDatabase) {
+    /// Every key with its versions, shared with readers opened by ``openReader(path:limits:sharing:)``.
+    let index: KeyIndex
+    /// The keys whose newest version in ``index`` the batch being applied added, in order: what a
+    /// rolled-back request or batch takes back.
+    var appendedKeys: [[UInt8]] = []
+
+    private init(path: String, limits: KVLimits, database: SQLiteDatabase, index: KeyIndex) {
         self.path = path
         self.limits = limits
         self.database = database
+        self.index = index
         checkpointer = path == ":memory:" || path.isEmpty ? nil : WALCheckpointer(path: path)
         if let checkpointer, let handle = database.handle { checkpointer.install(on: handle) }
     }
@@ -106,7 +119,7 @@ public final class KVStore {
             preconditionFailure("invalid KVLimits: \(problem)")
         }
         let database = try SQLiteDatabase(path: path)
-        let store = KVStore(path: path, limits: limits, database: database)
+        let store = KVStore(path: path, limits: limits, database: database, index: KeyIndex())
         try store.configureConnection()
         // The writer's page cache (SQLite's default is 2 MiB): with a keyspace of a few hundred
         // MB, every apply re-read its B-tree pages from the kernel; pread's copies were a fifth of
@@ -116,14 +129,15 @@ public final class KVStore {
         try store.migrateIfNeeded()
         try database.execute(KVStore.kvIndexesSQL)
         try store.loadState()
+        try store.index.replace(with: KVStore.indexedKeys(of: database))
         return store
     }
 
     /// A second connection to the store's file for reading history beside the writer (SQLite's
-    /// WAL lets it read committed data while a batch is written). Use it only through
-    /// ``readConsistently(_:)``; never apply to it.
-    public static func openReader(path: String, limits: KVLimits = .default) throws -> KVStore {
-        let store = KVStore(path: path, limits: limits, database: try SQLiteDatabase(path: path))
+    /// WAL lets it read committed data while a batch is written), sharing `writer`'s key index.
+    /// Use it only through ``readConsistently(_:)``; never apply to it.
+    public static func openReader(path: String, limits: KVLimits = .default, sharing writer: KVStore) throws -> KVStore {
+        let store = KVStore(path: path, limits: limits, database: try SQLiteDatabase(path: path), index: writer.index)
         try store.configureConnection()
         try store.loadState()
         return store
@@ -201,28 +215,39 @@ public final class KVStore {
         """
     }
 
-    /// The indexes of the `kv` table: the version order the reads walk, and revision order for
-    /// history and compaction.
+    /// The one on-disk index of the `kv` table: revision order, for history, compaction and
+    /// rebuilding the ``KeyIndex``. Unique: every write of a revision has its own sub-revision.
     static let kvIndexesSQL = """
-        CREATE UNIQUE INDEX IF NOT EXISTS kv_key ON kv (key, revision DESC, sub DESC);
-        CREATE INDEX IF NOT EXISTS kv_by_revision ON kv (revision, sub);
+        CREATE UNIQUE INDEX IF NOT EXISTS kv_revision ON kv (revision, sub);
         """
 
     /// Brings a store of an older schema to ``schemaVersion``, in one transaction: a data
-    /// directory or a peer's snapshot written by an earlier raftkube.
+    /// directory or a peer's snapshot written by an earlier raftkube. Rows keep their rowids
+    /// from schema 2 on (schema 1's are made in revision order).
     func migrateIfNeeded() throws {
         let schema = (try? database.integer("SELECT value FROM meta WHERE name = 'schema_version'")) ?? -1
-        guard schema == 1 else { return }
-        try database.execute("""
-            BEGIN IMMEDIATE;
+        guard schema == 1 || schema == 2 else { return }
+        let toRowidTable = schema != 1 ? "" : """
             \(KVStore.kvTableSQL(name: "kv_v2"))
             INSERT INTO kv_v2 (\(KVStore.versionColumns)) SELECT \(KVStore.versionColumns) FROM kv ORDER BY revision, sub;
             DROP TABLE kv;
             ALTER TABLE kv_v2 RENAME TO kv;
-            \(KVStore.kvIndexesSQL)
-            UPDATE meta SET value = \(KVStore.schemaVersion) WHERE name = 'schema_version';
-            COMMIT;
-            """)
+            """
+        do {
+            try database.execute("""
+                BEGIN IMMEDIATE;
+                \(toRowidTable)
+                DROP INDEX IF EXISTS kv_key;
+                DROP INDEX IF EXISTS kv_by_revision;
+                \(KVStore.kvIndexesSQL)
+                UPDATE meta SET value = \(KVStore.schemaVersion) WHERE name = 'schema_version';
+                COMMIT;
+                """)
+        } catch {
+            // Two rows at one (revision, sub), for one: the file keeps its old schema and is refused.
+            try? database.execute("ROLLBACK")
+            throw KVStoreError.invalidState("cannot migrate schema \(schema): \(error)")
+        }
     }
 
     func loadState() throws {
@@ -242,7 +267,8 @@ public final class KVStore {
             alarms: Set(values.keys.compactMap(KVStore.alarm(metaName:))),
             // Stores written before compaction ran in steps compacted inside the apply.
             physicalCompactRevision: values["compact_physical_revision"] ?? values["compact_revision"] ?? 0,
-            physicalCompactSub: values["compact_physical_sub"] ?? .max
+            physicalCompactSub: values["compact_physical_sub"] ?? .max,
+            nextRowID: try database.integer("SELECT COALESCE(MAX(rowid), 0) FROM kv") + 1
         )
         // The file may have been restored from a peer's image or edited: refuse, never trap.
         guard state.currentRevision >= 1, state.compactRevision >= 0,
@@ -295,6 +321,7 @@ public final class KVStore {
         guard !batch.isEmpty else { return [] }
         let saved = state
         pendingEvents = []
+        appendedKeys = []
         try database.execute("BEGIN IMMEDIATE")
         do {
             var responses: [KVResponse] = []
@@ -310,11 +337,13 @@ public final class KVStore {
             try database.execute("COMMIT")
             lastAppliedEvents = pendingEvents
             pendingEvents = []
+            appendedKeys = []
             return responses
         } catch {
             try? database.execute("ROLLBACK")
             state = saved
             pendingEvents = []
+            takeBackAppendedVersions(downTo: 0)
             throw error
         }
     }
@@ -324,6 +353,7 @@ public final class KVStore {
     private func applyOne(_ request: KVRequest, index: UInt64) throws -> KVResponse {
         let before = state
         let eventsBefore = pendingEvents.count
+        let appendedBefore = appendedKeys.count
         try database.statement("SAVEPOINT request").run()
         do {
             let response = try execute(request, index: index)
@@ -334,7 +364,16 @@ public final class KVStore {
             try database.statement("RELEASE request").run()
             state = before
             pendingEvents.removeSubrange(eventsBefore...)
+            takeBackAppendedVersions(downTo: appendedBefore)
             return .error(refusal)
+        }
+    }
+
+    /// Removes from the index the versions appended since ``appendedKeys`` had `count` entries,
+    /// newest first (their rows were rolled back).
+    private func takeBackAppendedVersions(downTo count: Int) {
+        while appendedKeys.count > count {
+            index.removeNewest(of: appendedKeys.removeLast())
         }
     }
 
@@ -392,11 +431,20 @@ public final class KVStore {
 
     /// Replaces the database with `source` (checked by ``checkImage(_:appliedIndexMin:)``).
     func restore(checkedSource source: SQLiteDatabase) throws {
+        // The index is built from the image before anything of ours changes: it is also the
+        // last check (no two rows at one position).
+        let schema = try source.integer("SELECT value FROM meta WHERE name = 'schema_version'")
+        // Schema 1's `kv` has no rowids: its rows get theirs in migration.
+        var indexed = try KVStore.indexedKeys(of: source, rowIDs: schema != 1)
         // The backup API copies every page inside one write transaction of ours: atomic.
         try KVStore.backup(from: source, into: database, context: "copying the snapshot")
         try configureConnection()
         try migrateIfNeeded()
+        try database.execute(KVStore.kvIndexesSQL)
         try loadState()
+        // Schema 1's rows get new rowids in migration.
+        if schema == 1 { indexed = try KVStore.indexedKeys(of: database) }
+        index.replace(with: indexed)
         lastAppliedEvents = []
     }
 
@@ -467,7 +515,7 @@ public final class KVStore {
             throw invalid("integrity check failed: \(error)")
         }
         let schema = try? source.integer("SELECT value FROM meta WHERE name = 'schema_version'")
-        guard schema == KVStore.schemaVersion || schema == 1 else {
+        guard schema == KVStore.schemaVersion || schema == 2 || schema == 1 else {
             throw invalid("schema version \(schema.map(String.init) ?? "missing")")
         }
         // Only our own tables and indexes: a trigger or a view in a forged image would run, or
@@ -511,6 +559,12 @@ public final class KVStore {
         guard newest <= current else {
             throw invalid("a row at revision \(newest) is above the current revision \(current)")
         }
+        // Each write of a revision has its own sub-revision: the key index relies on it (and
+        // the unique index our files have on it could not be made).
+        let shared = (try? source.integer("""
+            SELECT COUNT(*) FROM (SELECT 1 FROM kv GROUP BY revision, sub HAVING COUNT(*) > 1)
+            """)) ?? -1
+        guard shared == 0 else { throw invalid("rows share a revision and sub-revision") }
     }
 
     /// Takes a backup's keyspace (keys with their history and revisions, leases, the compaction

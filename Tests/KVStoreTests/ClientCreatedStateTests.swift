@@ -105,7 +105,9 @@ import Testing
             "UPDATE meta SET value = -1 WHERE name = 'compact_revision'",
             "DELETE FROM meta WHERE name = 'current_revision'",
             "UPDATE meta SET value = 7 WHERE name = 'schema_version'",
-            "UPDATE kv SET revision = 50",
+            "UPDATE kv SET revision = revision + 50",
+            // Two writes at one position of the history (the key index needs them distinct).
+            "DROP INDEX kv_revision; UPDATE kv SET revision = 2, sub = 0",
             "DROP TABLE members",
             "DROP TABLE leases; CREATE TABLE leases (id INTEGER PRIMARY KEY)",
             "CREATE TABLE extra (x)",

@@ -3,9 +3,10 @@ import Testing
 
 @testable import KVStore
 
-/// Schema 1 kept `kv` as a `WITHOUT ROWID` table; schema 2 makes it a rowid table. Data
-/// directories and peers' snapshots of schema 1 are migrated on open and on restore, with every
-/// row, revision and hash unchanged.
+/// Schema 1 kept `kv` as a `WITHOUT ROWID` table; schema 2 made it a rowid table; schema 3 drops
+/// its on-disk index by key (keys are found in the in-memory ``KeyIndex``). Data directories and
+/// peers' snapshots of schemas 1 and 2 are migrated on open and on restore, with every row,
+/// revision and hash unchanged.
 @Suite struct SchemaMigrationTests {
     /// Schema 1's `kv` table, as raftkube created it before schema 2.
     static let schema1KV = """
@@ -75,7 +76,7 @@ import Testing
         #expect(migrated.appliedIndex == original.store.appliedIndex)
         let all = RangeRequest(key: [0], rangeEnd: [0])
         #expect(try migrated.range(all).get() == original.store.range(all).get())
-        // And it goes on as a schema-2 store: the next write gets the next revision.
+        // And it goes on as a schema-3 store: the next write gets the next revision.
         let responses = try migrated.apply([(index: migrated.appliedIndex + 1, request: .put(PutRequest(key: bytes("new"), value: bytes("1"))))])
         #expect(responses.first?.headerRevision == original.store.currentRevision + 1)
     }
@@ -95,8 +96,76 @@ import Testing
         #expect(try receiver.store.stateDigest() == original.store.stateDigest())
         // An image claiming a schema this version does not know is still refused.
         let unknown = try TestStore()
-        try unknown.store.database.execute("UPDATE meta SET value = 3 WHERE name = 'schema_version'")
+        try unknown.store.database.execute("UPDATE meta SET value = \(KVStore.schemaVersion + 1) WHERE name = 'schema_version'")
         #expect(throws: KVStoreError.self) { try KVStore.validateSnapshot(try unknown.store.snapshotData()) }
+    }
+
+    /// A schema-2 copy of `store`'s database at `path`: the rowid table with schema 2's two indexes.
+    static func schema2Copy(of store: TestStore, at path: String) throws {
+        try store.store.checkpoint()
+        let database = try SQLiteDatabase(path: path)
+        defer { database.close() }
+        try database.execute("ATTACH DATABASE '\(store.path)' AS source")
+        try database.execute("""
+            BEGIN;
+            CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+            \(KVStore.kvTableSQL(name: "kv"))
+            CREATE UNIQUE INDEX kv_key ON kv (key, revision DESC, sub DESC);
+            CREATE INDEX kv_by_revision ON kv (revision, sub);
+            CREATE TABLE leases (id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL, remaining_ttl INTEGER NOT NULL);
+            CREATE TABLE lease_keys (lease INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (lease, key)) WITHOUT ROWID;
+            CREATE TABLE members (id INTEGER PRIMARY KEY, name TEXT NOT NULL, peer_urls TEXT NOT NULL, client_urls TEXT NOT NULL);
+            INSERT INTO meta SELECT * FROM source.meta;
+            UPDATE meta SET value = 2 WHERE name = 'schema_version';
+            INSERT INTO kv (\(KVStore.versionColumns)) SELECT \(KVStore.versionColumns) FROM source.kv ORDER BY key;
+            INSERT INTO leases SELECT * FROM source.leases;
+            INSERT INTO lease_keys SELECT * FROM source.lease_keys;
+            INSERT INTO members SELECT * FROM source.members;
+            COMMIT;
+            DETACH DATABASE source;
+            """)
+    }
+
+    static func indexNames(_ store: KVStore) throws -> [String] {
+        let statement = try store.database.statement("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'kv' ORDER BY name")
+        defer { statement.reset() }
+        var names: [String] = []
+        while try statement.step() { names.append(text(statement.bytes(0))) }
+        return names
+    }
+
+    /// Rows of a schema-2 file are in key order here (rowids are not revision order): the key
+    /// index must not depend on it.
+    @Test func aSchema2DataDirectoryAndSnapshotAreMigratedWithoutTheKeyIndexOnDisk() throws {
+        let original = try Self.populated()
+        let scratch = try TestStore()
+        let path = scratch.directory.appendingPathComponent("schema2-kv.sqlite").path
+        try Self.schema2Copy(of: original, at: path)
+        let image = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+
+        let migrated = try KVStore.open(path: path)
+        defer { migrated.close() }
+        #expect(try migrated.database.integer("SELECT value FROM meta WHERE name = 'schema_version'") == KVStore.schemaVersion)
+        #expect(try Self.indexNames(migrated) == ["kv_revision"])
+        #expect(try migrated.stateDigest() == original.store.stateDigest())
+        let all = RangeRequest(key: [0], rangeEnd: [0])
+        for revision in [0, 20, 30, original.store.currentRevision] as [Int64] {
+            var request = all
+            request.revision = revision
+            #expect(try migrated.range(request).get() == original.store.range(request).get(), "revision \(revision)")
+        }
+        let put = KVRequest.put(PutRequest(key: bytes("k1"), value: bytes("after"), prevKv: true))
+        let responses = try migrated.apply([(index: migrated.appliedIndex + 1, request: put)])
+        #expect(responses == (try original.store.apply([(index: original.store.appliedIndex + 1, request: put)])))
+        #expect(try migrated.stateDigest() == original.store.stateDigest())
+
+        try KVStore.validateSnapshot(image)
+        let receiver = try TestStore()
+        try receiver.store.restore(from: image)
+        #expect(try Self.indexNames(receiver.store) == ["kv_revision"])
+        receiver.index = receiver.store.appliedIndex
+        try receiver.put("k1", "after")
+        #expect(try receiver.store.stateDigest() == original.store.stateDigest())
     }
 
     @Test func aValueOfOneKilobyteTakesLittleMoreThanItsSizeOnDisk() throws {
