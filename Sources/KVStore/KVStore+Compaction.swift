@@ -20,7 +20,7 @@ extension KVStore {
     /// What a client reads never depends on how far this has got (replicas step on their own
     /// clocks): reads below the compact revision are refused, the newest version at or below
     /// any readable revision is never removed, and history and hashes skip what is left to
-    /// remove (``isCompactedAway(_:newerAtCompaction:)``).
+    /// remove (``isCompactedAway(revision:tombstone:newerAtCompaction:)``).
     @discardableResult
     public func compactStep(rowsMax: Int = 500) throws -> Bool {
         precondition(rowsMax > 0)
@@ -83,16 +83,11 @@ extension KVStore {
         while try compactStep() {}
     }
 
-    /// Whether `row` is one that compaction removes (or has removed): at or below the compact
+    /// Whether a row (or indexed version) at `revision` is one that compaction removes (or has removed): at or below the compact
     /// revision, and a deletion or not the newest version of its key there. `newerAtCompaction`
     /// says whether the key has a newer version at or below the compact revision (reading a
     /// key's rows newest first: whether one was seen already).
-    func isCompactedAway(_ row: StoredVersion, newerAtCompaction: Bool) -> Bool {
-        row.revision <= state.compactRevision && (row.tombstone || newerAtCompaction)
-    }
-
-    /// ``isCompactedAway(_:newerAtCompaction:)`` for a version in the index.
-    func isCompactedAway(_ version: IndexedVersion, newerAtCompaction: Bool) -> Bool {
-        version.revision <= state.compactRevision && (version.tombstone || newerAtCompaction)
+    func isCompactedAway(revision: Int64, tombstone: Bool, newerAtCompaction: Bool) -> Bool {
+        revision <= state.compactRevision && (tombstone || newerAtCompaction)
     }
 }

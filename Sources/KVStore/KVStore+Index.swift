@@ -52,7 +52,14 @@ extension KVStore {
             }
             value = stored
         }
-        return KeyValue(key: key, createRevision: version.createRevision, modRevision: version.revision,
-                        version: version.version, value: value, lease: version.lease)
+        return version.keyValue(of: key, value: value)
+    }
+}
+
+extension IndexedVersion {
+    /// This version of `key` as a client sees it, with `value`.
+    func keyValue(of key: [UInt8], value: [UInt8]) -> KeyValue {
+        KeyValue(key: key, createRevision: createRevision, modRevision: revision, version: version, value: value,
+                 lease: lease)
     }
 }

@@ -15,14 +15,14 @@ extension KVStore {
         var value: [UInt8]
         var lease: Int64
 
-        init(_ statement: SQLiteStatement, withValue: Bool = true) {
+        init(_ statement: SQLiteStatement) {
             key = statement.bytes(0)
             revision = statement.int64(1)
             sub = statement.int64(2)
             tombstone = statement.int64(3) != 0
             createRevision = statement.int64(4)
             version = statement.int64(5)
-            value = withValue ? statement.bytes(6) : []
+            value = statement.bytes(6)
             lease = statement.int64(7)
         }
 
@@ -89,9 +89,7 @@ extension KVStore {
         guard let version = try? index.newest(of: key, atOrBelow: revision), !version.tombstone,
               let value = try storedValue(of: key, version)
         else { return nil }
-        var keyValue = try keyValue(key, version, withValue: false)
-        keyValue.value = value
-        return keyValue
+        return version.keyValue(of: key, value: value)
     }
 
     // MARK: - Range
@@ -222,7 +220,7 @@ extension KVStore {
                 let row = StoredVersion(statement)
                 // A deletion at the compact revision is gone once compaction has removed it;
                 // skipped before that too, so that every replica answers alike.
-                if isCompactedAway(row, newerAtCompaction: false) { continue }
+                if isCompactedAway(revision: row.revision, tombstone: row.tombstone, newerAtCompaction: false) { continue }
                 if events.count >= maximum || bytes >= bytesMax, let last = events.last, last.kv.modRevision != row.revision {
                     complete = false
                     break
@@ -264,7 +262,8 @@ extension KVStore {
                 var newerAtCompaction = false
                 for version in entry.versions.reversed() where version.revision <= revision {
                     defer { if version.revision <= state.compactRevision { newerAtCompaction = true } }
-                    if isCompactedAway(version, newerAtCompaction: newerAtCompaction) { continue }
+                    if isCompactedAway(revision: version.revision, tombstone: version.tombstone,
+                                       newerAtCompaction: newerAtCompaction) { continue }
                     let value = try keyValue(entry.key, version, withValue: true).value
                     crc.update(Int64(entry.key.count))
                     crc.update(entry.key)
