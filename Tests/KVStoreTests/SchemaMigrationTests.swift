@@ -29,8 +29,9 @@ import Testing
         return store
     }
 
-    /// A schema-1 copy of `store`'s database at `path` (rollback journal, as a backup file is).
-    static func schema1Copy(of store: TestStore, at path: String) throws {
+    /// A copy of `store`'s database at `path` in an older `schema` (rollback journal, as a backup
+    /// file is), with `kvSQL` creating its `kv` table and indexes and its rows inserted in `order`.
+    static func olderSchemaCopy(of store: TestStore, at path: String, schema: Int, kvSQL: String, order: String) throws {
         try store.store.checkpoint()
         let database = try SQLiteDatabase(path: path)
         defer { database.close() }
@@ -38,19 +39,24 @@ import Testing
         try database.execute("""
             BEGIN;
             CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-            \(schema1KV)
+            \(kvSQL)
             CREATE TABLE leases (id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL, remaining_ttl INTEGER NOT NULL);
             CREATE TABLE lease_keys (lease INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (lease, key)) WITHOUT ROWID;
             CREATE TABLE members (id INTEGER PRIMARY KEY, name TEXT NOT NULL, peer_urls TEXT NOT NULL, client_urls TEXT NOT NULL);
             INSERT INTO meta SELECT * FROM source.meta;
-            UPDATE meta SET value = 1 WHERE name = 'schema_version';
-            INSERT INTO kv SELECT \(KVStore.versionColumns) FROM source.kv;
+            UPDATE meta SET value = \(schema) WHERE name = 'schema_version';
+            INSERT INTO kv (\(KVStore.versionColumns)) SELECT \(KVStore.versionColumns) FROM source.kv ORDER BY \(order);
             INSERT INTO leases SELECT * FROM source.leases;
             INSERT INTO lease_keys SELECT * FROM source.lease_keys;
             INSERT INTO members SELECT * FROM source.members;
             COMMIT;
             DETACH DATABASE source;
             """)
+    }
+
+    /// A schema-1 copy of `store`'s database at `path`.
+    static func schema1Copy(of store: TestStore, at path: String) throws {
+        try olderSchemaCopy(of: store, at: path, schema: 1, kvSQL: schema1KV, order: "revision, sub")
     }
 
     static func kvTableSQL(_ store: KVStore) throws -> String {
@@ -100,30 +106,14 @@ import Testing
         #expect(throws: KVStoreError.self) { try KVStore.validateSnapshot(try unknown.store.snapshotData()) }
     }
 
-    /// A schema-2 copy of `store`'s database at `path`: the rowid table with schema 2's two indexes.
+    /// A schema-2 copy of `store`'s database at `path`: the rowid table with schema 2's two
+    /// indexes, rows in key order.
     static func schema2Copy(of store: TestStore, at path: String) throws {
-        try store.store.checkpoint()
-        let database = try SQLiteDatabase(path: path)
-        defer { database.close() }
-        try database.execute("ATTACH DATABASE '\(store.path)' AS source")
-        try database.execute("""
-            BEGIN;
-            CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+        try olderSchemaCopy(of: store, at: path, schema: 2, kvSQL: """
             \(KVStore.kvTableSQL(name: "kv"))
             CREATE UNIQUE INDEX kv_key ON kv (key, revision DESC, sub DESC);
             CREATE INDEX kv_by_revision ON kv (revision, sub);
-            CREATE TABLE leases (id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL, remaining_ttl INTEGER NOT NULL);
-            CREATE TABLE lease_keys (lease INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (lease, key)) WITHOUT ROWID;
-            CREATE TABLE members (id INTEGER PRIMARY KEY, name TEXT NOT NULL, peer_urls TEXT NOT NULL, client_urls TEXT NOT NULL);
-            INSERT INTO meta SELECT * FROM source.meta;
-            UPDATE meta SET value = 2 WHERE name = 'schema_version';
-            INSERT INTO kv (\(KVStore.versionColumns)) SELECT \(KVStore.versionColumns) FROM source.kv ORDER BY key;
-            INSERT INTO leases SELECT * FROM source.leases;
-            INSERT INTO lease_keys SELECT * FROM source.lease_keys;
-            INSERT INTO members SELECT * FROM source.members;
-            COMMIT;
-            DETACH DATABASE source;
-            """)
+            """, order: "key")
     }
 
     static func indexNames(_ store: KVStore) throws -> [String] {
