@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 
-/// Real `raftkube raft-node` processes on 127.0.0.1, each with its own data directory, that a
+/// Real `raftkube-testkit raft-node` processes on 127.0.0.1, each with its own data directory, that a
 /// test or a benchmark can kill with SIGKILL and restart.
 public final class ProcessCluster: @unchecked Sendable {
     // Mutated only from the test's own task (start/kill/restart are called sequentially).
@@ -23,20 +23,26 @@ public final class ProcessCluster: @unchecked Sendable {
     public private(set) var members: [UInt64: Member] = [:]
     private let lock = NSLock()
 
-    /// The `raftkube` binary beside the running executable (a test bundle or raftkube itself).
-    public static var siblingBinary: String {
+    /// The `raftkube` binary beside the running executable (a test bundle).
+    public static var siblingBinary: String { sibling("raftkube") }
+
+    /// The `raftkube-testkit` binary (which has `raft-node`) beside the running executable.
+    public static var testkitBinary: String { sibling("raftkube-testkit") }
+
+    /// The executable `name` beside the running one.
+    public static func sibling(_ name: String) -> String {
         let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        var candidate = directory.appendingPathComponent("raftkube").path
+        var candidate = directory.appendingPathComponent(name).path
         if !FileManager.default.fileExists(atPath: candidate) {
             // `swift test` may run the bundle from inside the .xctest directory.
-            candidate = directory.deletingLastPathComponent().appendingPathComponent("raftkube").path
+            candidate = directory.deletingLastPathComponent().appendingPathComponent(name).path
         }
         return candidate
     }
 
     let binary: String
 
-    public init(name: String, binary: String = ProcessCluster.siblingBinary, heartbeatMs: Int = 50, snapshotInterval: UInt64 = 10_000, compactionMargin: UInt64 = 1_000) throws {
+    public init(name: String, binary: String = ProcessCluster.testkitBinary, heartbeatMs: Int = 50, snapshotInterval: UInt64 = 10_000, compactionMargin: UInt64 = 1_000) throws {
         self.binary = binary
         root = NSTemporaryDirectory() + "raftkube-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)

@@ -2,6 +2,7 @@ import EtcdAPI
 import Foundation
 import GRPCCore
 import KVStore
+import Store
 
 /// Translations between the etcd protobuf messages and the store's own types.
 enum Convert {
@@ -132,17 +133,18 @@ enum Convert {
         return member
     }
 
-    static func error(_ error: KVError) -> RPCError {
-        let code: RPCError.Code
-        switch error.grpcCode {
-        case .invalidArgument: code = .invalidArgument
-        case .outOfRange: code = .outOfRange
-        case .notFound: code = .notFound
-        case .failedPrecondition: code = .failedPrecondition
-        case .resourceExhausted: code = .resourceExhausted
-        case .dataLoss: code = .dataLoss
-        }
-        return RPCError(code: code, message: error.message)
+    static func member(_ member: ClusterMember) -> Etcdserverpb_Member {
+        var entry = Etcdserverpb_Member()
+        entry.id = member.id
+        entry.name = member.name
+        entry.peerUrls = member.peerURLs
+        entry.clientUrls = member.clientURLs
+        entry.isLearner = member.isLearner
+        return entry
+    }
+
+    static func member(_ entry: Etcdserverpb_Member) -> ClusterMember {
+        ClusterMember(id: entry.id, name: entry.name, peerURLs: entry.peerUrls, clientURLs: entry.clientUrls, isLearner: entry.isLearner)
     }
 }
 

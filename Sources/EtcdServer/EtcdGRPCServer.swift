@@ -46,7 +46,8 @@ public struct EtcdGRPCServer: Service {
     /// Every method of the KV, Watch, Lease, Maintenance and Cluster services.
     static func router(member: StoreMember, leases: LeaseKeeper) -> WireRouter {
         var router = WireRouter()
-        let kv = KVService(member: member)
+        let store = EmbeddedStore(member: member, leases: leases)
+        let kv = KVService(store: store)
         typealias KV = Etcdserverpb_KV.Method
         // Serializable ranges are answered on the event loop; linearizable ones after the barrier.
         // The hot calls run without a task each: the runtime calls back, the connection's event
@@ -59,7 +60,7 @@ public struct EtcdGRPCServer: Service {
 
         router.bidirectional(Etcdserverpb_Watch.Method.Watch.descriptor, WatchService(member: member).watch(request:response:context:))
 
-        let lease = LeaseService(member: member, keeper: leases)
+        let lease = LeaseService(store: store)
         typealias Lease = Etcdserverpb_Lease.Method
         router.unary(Lease.LeaseGrant.descriptor, lease.leaseGrant(request:context:))
         router.unary(Lease.LeaseRevoke.descriptor, lease.leaseRevoke(request:context:))
@@ -67,7 +68,7 @@ public struct EtcdGRPCServer: Service {
         router.unary(Lease.LeaseTimeToLive.descriptor, lease.leaseTimeToLive(request:context:))
         router.unary(Lease.LeaseLeases.descriptor, lease.leaseLeases(request:context:))
 
-        let maintenance = MaintenanceService(member: member)
+        let maintenance = MaintenanceService(store: store)
         typealias Maintenance = Etcdserverpb_Maintenance.Method
         router.unary(Maintenance.Alarm.descriptor, maintenance.alarm(request:context:))
         router.unary(Maintenance.Status.descriptor, maintenance.status(request:context:))
@@ -78,7 +79,7 @@ public struct EtcdGRPCServer: Service {
         router.unary(Maintenance.MoveLeader.descriptor, maintenance.moveLeader(request:context:))
         router.unary(Maintenance.Downgrade.descriptor, maintenance.downgrade(request:context:))
 
-        let cluster = ClusterService(member: member)
+        let cluster = ClusterService(store: store)
         typealias Cluster = Etcdserverpb_Cluster.Method
         router.unary(Cluster.MemberAdd.descriptor, cluster.memberAdd(request:context:))
         router.unary(Cluster.MemberRemove.descriptor, cluster.memberRemove(request:context:))

@@ -5,6 +5,7 @@ import GRPCCore
 import KVStore
 import Raft
 import RaftRuntime
+import Store
 
 /// The etcd v3 KV service over the Raft runtime and the store. Writes go through the log;
 /// linearizable reads wait on the ReadIndex barrier and then read locally; serializable reads
@@ -12,18 +13,15 @@ import RaftRuntime
 /// server's hot paths): `done` gets a closure that makes the response, which the server runs on
 /// the connection's event loop.
 struct KVService {
-    let member: StoreMember
+    let store: EmbeddedStore
+    var member: StoreMember { store.member }
 
     typealias Done<Response> = @Sendable (@escaping @Sendable () throws -> Response) -> Void
 
     /// The range as this member's store has it now (a serializable read, or a linearizable one
     /// after the barrier).
     func localRange(_ request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
-        let result = try member.stateMachine.read { try $0.range(Convert.range(request)) }
-        switch result {
-        case .success(let response): return Convert.rangeResponse(response, member.headerContext())
-        case .failure(let error): throw Convert.error(error)
-        }
+        Convert.rangeResponse(try member.localRange(Convert.range(request)), member.headerContext())
     }
 
     func range(_ request: Etcdserverpb_RangeRequest, done: @escaping Done<Etcdserverpb_RangeResponse>) {
@@ -63,22 +61,14 @@ struct KVService {
     private func write<Response>(_ request: KVRequest, done: @escaping Done<Response>, convert: @escaping @Sendable (KVResponse) -> Response?) {
         member.write(request) { result in
             done {
-                guard let response = convert(try result.get()) else { throw member.unexpected() }
+                guard let response = convert(try result.get()) else { throw StoreMember.unexpected }
                 return response
             }
         }
     }
 
     func compact(request: Etcdserverpb_CompactionRequest, context: ServerContext) async throws -> Etcdserverpb_CompactionResponse {
-        guard case .compaction(let response) = try await member.write(.compaction(CompactionRequest(revision: request.revision, physical: request.physical))) else {
-            throw member.unexpected()
-        }
-        if request.physical {
-            // etcd's physical compaction answers once this member has removed the rows.
-            while member.stateMachine.physicalCompactRevision < request.revision {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-        }
+        let response = try await store.compact(revision: request.revision, physical: request.physical)
         var result = Etcdserverpb_CompactionResponse()
         result.header = Convert.header(response.header, member.headerContext())
         return result
@@ -87,7 +77,8 @@ struct KVService {
 
 /// etcd's Maintenance service.
 struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
-    let member: StoreMember
+    let store: EmbeddedStore
+    var member: StoreMember { store.member }
 
     func status(request: Etcdserverpb_StatusRequest, context: ServerContext) async throws -> Etcdserverpb_StatusResponse {
         let status = try await member.runtime.status()
@@ -110,17 +101,12 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 
     func hashKV(request: Etcdserverpb_HashKVRequest, context: ServerContext) async throws -> Etcdserverpb_HashKVResponse {
-        let result = try member.stateMachine.read { try $0.hashKV(revision: request.revision) }
-        switch result {
-        case .success(let response):
-            var answer = Etcdserverpb_HashKVResponse()
-            answer.header = Convert.header(response.header, member.headerContext())
-            answer.hash = response.hash
-            answer.compactRevision = response.compactRevision
-            return answer
-        case .failure(let error):
-            throw Convert.error(error)
-        }
+        let response = try member.read { try $0.hashKV(revision: request.revision) }.mapError(StoreError.init).get()
+        var answer = Etcdserverpb_HashKVResponse()
+        answer.header = Convert.header(response.header, member.headerContext())
+        answer.hash = response.hash
+        answer.compactRevision = response.compactRevision
+        return answer
     }
 
     /// Lists the standing alarms (GET), or raises or clears one through the log (ACTIVATE,
@@ -143,7 +129,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "etcdserver: unknown alarm type \(request.alarm.rawValue)")
         }
         guard case .alarm(let response) = try await member.write(.alarm(AlarmRequest(action: action, member: AlarmMember(memberID: request.memberID, alarm: type)))) else {
-            throw member.unexpected()
+            throw StoreMember.unexpected
         }
         result.header = Convert.header(response.header, member.headerContext())
         result.alarms = response.alarms.map(Convert.alarm)
@@ -162,7 +148,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     /// The CRC-32C of this member's whole keyspace at its current revision (what HashKV with
     /// revision 0 computes). Like etcd's Hash, meant for tests and checks.
     func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {
-        guard case .success(let response) = try member.stateMachine.read({ try $0.hashKV(revision: 0) }) else { throw member.unexpected() }
+        guard case .success(let response) = try member.read({ try $0.hashKV(revision: 0) }) else { throw StoreMember.unexpected }
         var result = Etcdserverpb_HashResponse()
         result.header = Convert.header(response.header, member.headerContext())
         result.hash = response.hash
@@ -176,7 +162,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     func snapshot(request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext) async throws {
         let header = member.header()
         try await member.stateMachine.withDatabaseCopy { path in
-            guard let file = FileHandle(forReadingAtPath: path) else { throw member.unexpected() }
+            guard let file = FileHandle(forReadingAtPath: path) else { throw StoreMember.unexpected }
             defer { try? file.close() }
             let size = Int(try file.seekToEnd())
             try file.seek(toOffset: 0)
@@ -185,7 +171,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
             var sent = 0
             while sent < total {
                 var blob = sent < size ? (try file.read(upToCount: min(Self.snapshotChunkBytes, size - sent)) ?? Data()) : Data()
-                guard sent >= size || !blob.isEmpty else { throw member.unexpected() }
+                guard sent >= size || !blob.isEmpty else { throw StoreMember.unexpected }
                 hasher.update(data: blob)
                 if sent + blob.count == size { blob += Data(hasher.finalize()) }
                 sent += blob.count
@@ -201,18 +187,10 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     static let snapshotChunkBytes = 32 * 1024
 
     func moveLeader(request: Etcdserverpb_MoveLeaderRequest, context: ServerContext) async throws -> Etcdserverpb_MoveLeaderResponse {
-        try await member.onLeader {
-            let status = try await member.runtime.status()
-            guard status.membership.isVoter(request.targetID) else {
-                throw RPCError(code: .failedPrecondition, message: "etcdserver: bad leader transferee")
-            }
-            try await member.runtimeCall { try await member.runtime.transferLeadership(to: request.targetID) }
-            var result = Etcdserverpb_MoveLeaderResponse()
-            result.header = member.header()
-            return result
-        } forward: { client in
-            try await Etcdserverpb_Maintenance.Client(wrapping: client).moveLeader(request)
-        }
+        try await store.moveLeader(to: request.targetID)
+        var result = Etcdserverpb_MoveLeaderResponse()
+        result.header = member.header()
+        return result
     }
 
     func downgrade(request: Etcdserverpb_DowngradeRequest, context: ServerContext) async throws -> Etcdserverpb_DowngradeResponse {
@@ -220,108 +198,46 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 }
 
-/// etcd's Cluster service. Membership changes run on the leader (a follower forwards them to
-/// it) one at a time through the Raft log; names and URLs are replicated member attributes.
+/// etcd's Cluster service, over the store's membership operations (which run on the leader; a
+/// follower forwards them to it) and replicated member attributes.
 struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
-    let member: StoreMember
+    let store: EmbeddedStore
+    var member: StoreMember { store.member }
 
     func memberList(request: Etcdserverpb_MemberListRequest, context: ServerContext) async throws -> Etcdserverpb_MemberListResponse {
-        if request.linearizable { try await member.barrier() }
         var result = Etcdserverpb_MemberListResponse()
-        result.members = try await member.members()
+        result.members = try await store.members(linearizable: request.linearizable).map(Convert.member)
         result.header = member.header()
         return result
     }
 
     func memberAdd(request: Etcdserverpb_MemberAddRequest, context: ServerContext) async throws -> Etcdserverpb_MemberAddResponse {
-        try await member.onLeader {
-            let addresses = request.peerUrls.map { StoreMember.address(ofURL: $0) }
-            guard let first = request.peerUrls.first, let address = addresses.first ?? nil, !addresses.contains(where: { $0 == nil }) else {
-                throw RPCError(code: .invalidArgument, message: "etcdserver: given member URLs are invalid")
-            }
-            let existing = try await member.members()
-            if existing.contains(where: { !Set($0.peerUrls).isDisjoint(with: request.peerUrls) }) {
-                throw RPCError(code: .failedPrecondition, message: "etcdserver: Peer URLs already exists")
-            }
-            let id = StoreMember.memberID(peerURL: first, clusterToken: member.clusterToken)
-            if existing.contains(where: { $0.id == id }) {
-                throw RPCError(code: .failedPrecondition, message: "etcdserver: member ID already exist")
-            }
-            // A stale record of an earlier member with this ID goes first; the new one has no
-            // name until the member starts and publishes it, as etcd shows it.
-            _ = try await member.write(.memberAttributes(MemberAttributes(id: id, name: "", peerURLs: [], clientURLs: [], removed: true)))
-            try await member.runtimeCall {
-                if request.isLearner {
-                    try await member.runtime.addLearner(id, address: address)
-                } else {
-                    try await member.runtime.addVoter(id, address: address)
-                }
-            }
-            _ = try await member.write(.memberAttributes(MemberAttributes(id: id, name: "", peerURLs: request.peerUrls, clientURLs: [])))
-            var result = Etcdserverpb_MemberAddResponse()
-            result.members = try await member.members()
-            result.member = result.members.first { $0.id == id } ?? Etcdserverpb_Member()
-            result.header = member.header()
-            return result
-        } forward: { client in
-            try await Etcdserverpb_Cluster.Client(wrapping: client).memberAdd(request)
-        }
+        let change = try await store.addMember(peerURLs: request.peerUrls, learner: request.isLearner)
+        var result = Etcdserverpb_MemberAddResponse()
+        result.members = change.members.map(Convert.member)
+        result.member = Convert.member(change.added)
+        result.header = member.header()
+        return result
     }
 
     func memberRemove(request: Etcdserverpb_MemberRemoveRequest, context: ServerContext) async throws -> Etcdserverpb_MemberRemoveResponse {
-        try await member.onLeader {
-            _ = try await existingMember(request.id)
-            if request.id != member.runtime.id {
-                _ = try await member.write(.memberAttributes(MemberAttributes(id: request.id, name: "", peerURLs: [], clientURLs: [], removed: true)))
-            }
-            try await member.runtimeCall { try await member.runtime.remove(request.id) }
-            var result = Etcdserverpb_MemberRemoveResponse()
-            result.members = try await member.members()
-            result.header = member.header()
-            return result
-        } forward: { client in
-            try await Etcdserverpb_Cluster.Client(wrapping: client).memberRemove(request)
-        }
+        var result = Etcdserverpb_MemberRemoveResponse()
+        result.members = try await store.removeMember(id: request.id).map(Convert.member)
+        result.header = member.header()
+        return result
     }
 
     func memberUpdate(request: Etcdserverpb_MemberUpdateRequest, context: ServerContext) async throws -> Etcdserverpb_MemberUpdateResponse {
-        try await member.onLeader {
-            _ = try await existingMember(request.id)
-            guard !request.peerUrls.isEmpty, request.peerUrls.allSatisfy({ StoreMember.address(ofURL: $0) != nil }) else {
-                throw RPCError(code: .invalidArgument, message: "etcdserver: given member URLs are invalid")
-            }
-            // Every member points its transport at the new address when it applies this.
-            _ = try await member.write(.memberAttributes(MemberAttributes(id: request.id, name: "", peerURLs: request.peerUrls, clientURLs: [])))
-            var result = Etcdserverpb_MemberUpdateResponse()
-            result.members = try await member.members()
-            result.header = member.header()
-            return result
-        } forward: { client in
-            try await Etcdserverpb_Cluster.Client(wrapping: client).memberUpdate(request)
-        }
-    }
-
-    /// The member with `id`, or etcd's "member not found".
-    func existingMember(_ id: UInt64) async throws -> Etcdserverpb_Member {
-        guard let found = try await member.members().first(where: { $0.id == id }) else {
-            throw RPCError(code: .notFound, message: "etcdserver: member not found")
-        }
-        return found
+        var result = Etcdserverpb_MemberUpdateResponse()
+        result.members = try await store.updateMember(id: request.id, peerURLs: request.peerUrls).map(Convert.member)
+        result.header = member.header()
+        return result
     }
 
     func memberPromote(request: Etcdserverpb_MemberPromoteRequest, context: ServerContext) async throws -> Etcdserverpb_MemberPromoteResponse {
-        try await member.onLeader {
-            let target = try await existingMember(request.id)
-            guard target.isLearner else {
-                throw RPCError(code: .failedPrecondition, message: "etcdserver: can only promote a learner member")
-            }
-            try await member.runtimeCall { try await member.runtime.promote(request.id) }
-            var result = Etcdserverpb_MemberPromoteResponse()
-            result.members = try await member.members()
-            result.header = member.header()
-            return result
-        } forward: { client in
-            try await Etcdserverpb_Cluster.Client(wrapping: client).memberPromote(request)
-        }
+        var result = Etcdserverpb_MemberPromoteResponse()
+        result.members = try await store.promoteMember(id: request.id).map(Convert.member)
+        result.header = member.header()
+        return result
     }
 }

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import Raft
 import RaftRuntime
 import ServiceLifecycle
+import Store
 
 /// The leader's lease clock: deadlines in monotonic milliseconds, renewed by keep-alives, and a
 /// loop that proposes the expiry of leases past due, so every replica revokes them at the same
@@ -87,10 +88,14 @@ public final class LeaseKeeper: Service, @unchecked Sendable {
 
     /// A keep-alive: the TTL now granted, nil if the lease is unknown or overdue, or an error
     /// when this member does not lead (only the leader keeps time for leases).
-    func renew(_ id: Int64) throws -> Int64? {
-        try lock.withLock {
-            guard try follow() else { throw StoreMember.status(.notLeader(leader: noNode)) }
-            return deadlines.renew(id: id, nowMs: nowMs)
+    func renew(_ id: Int64) throws(StoreError) -> Int64? {
+        do {
+            return try lock.withLock {
+                guard try follow() else { throw StoreError.noLeader }
+                return deadlines.renew(id: id, nowMs: nowMs)
+            }
+        } catch {
+            throw StoreError.from(error)
         }
     }
 

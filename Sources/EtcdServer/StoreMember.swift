@@ -8,6 +8,7 @@ import Logging
 import NIOConcurrencyHelpers
 import Raft
 import RaftRuntime
+import Store
 
 /// One store member: the Raft runtime, the keyspace it drives, and what the etcd services need
 /// to answer (who the members are, request limits).
@@ -81,32 +82,34 @@ public struct StoreMember: Sendable {
         HeaderContext(clusterID: clusterID, memberID: runtime.id, raftTerm: runtime.observed.withLockedValue { $0.term })
     }
 
-    /// Proposes a request through the log and returns the store's typed answer.
-    func write(_ request: KVRequest) async throws -> KVResponse {
-        try await withCheckedThrowingContinuation { continuation in
-            write(request) { continuation.resume(with: $0) }
+    /// Proposes a request through the log and returns the store's typed answer (a refusal as
+    /// the error it is).
+    func write(_ request: KVRequest) async throws(StoreError) -> KVResponse {
+        let result = await withCheckedContinuation { continuation in
+            write(request) { continuation.resume(returning: $0) }
         }
+        return try result.get()
     }
 
     /// ``write(_:)`` without a task: `completion` runs once with the store's answer, on the
     /// runtime's actor (or at once, on the caller's thread, for a request refused before the log).
-    func write(_ request: KVRequest, completion: @escaping @Sendable (Result<KVResponse, RPCError>) -> Void) {
-        if let problem = request.validate() { return completion(.failure(Convert.error(problem))) }
+    func write(_ request: KVRequest, completion: @escaping @Sendable (Result<KVResponse, StoreError>) -> Void) {
+        if let problem = request.validate() { return completion(.failure(StoreError(problem))) }
         let encoded = request.encoded()
-        if encoded.count > requestBytesMax { return completion(.failure(RPCError(code: .invalidArgument, message: KVError.requestTooLarge.message))) }
+        if encoded.count > requestBytesMax { return completion(.failure(.requestTooLarge)) }
         if exceedsQuota(request) {
             raiseNoSpaceAlarm()
-            return completion(.failure(Convert.error(.noSpace)))
+            return completion(.failure(.refused(.noSpace)))
         }
         let stateMachine = self.stateMachine
         runtime.submitProposal(encoded) { result in
             switch result {
             case .success(let applied):
                 guard let response = stateMachine.takeResponse(index: applied.index) else { return completion(.failure(Self.unexpected)) }
-                if case .error(let error) = response { return completion(.failure(Convert.error(error))) }
+                if case .error(let error) = response { return completion(.failure(StoreError(error))) }
                 completion(.success(response))
             case .failure(let error):
-                completion(.failure(Self.status(error)))
+                completion(.failure(StoreError.from(error)))
             }
         }
     }
@@ -137,29 +140,44 @@ public struct StoreMember: Sendable {
         }
     }
 
-    func barrier() async throws {
-        try await withCheckedThrowingContinuation { continuation in
-            barrier { continuation.resume(with: $0) }
+    /// Waits until this member has applied everything committed when it was called (Raft's
+    /// ReadIndex): a local read after it is linearizable.
+    func barrier() async throws(StoreError) {
+        let result = await withCheckedContinuation { continuation in
+            barrier { continuation.resume(returning: $0) }
         }
+        try result.get()
     }
 
     /// ``barrier()`` without a task: `completion` runs once, on the runtime's actor.
-    func barrier(completion: @escaping @Sendable (Result<Void, RPCError>) -> Void) {
-        runtime.submitRead { result in completion(result.mapError(Self.status)) }
+    func barrier(completion: @escaping @Sendable (Result<Void, StoreError>) -> Void) {
+        runtime.submitRead { result in completion(result.mapError(StoreError.from)) }
     }
 
-    /// Runs a runtime call, answering its failure with etcd's status.
-    func runtimeCall<Result: Sendable>(_ body: () async throws -> Result) async throws -> Result {
+    /// Runs a runtime call, its failure typed.
+    func runtimeCall<Result: Sendable>(_ body: () async throws -> Result) async throws(StoreError) -> Result {
         do {
             return try await body()
-        } catch let error as RaftRuntimeError {
-            throw Self.status(error)
+        } catch {
+            throw StoreError.from(error)
         }
     }
 
-    func unexpected() -> RPCError { Self.unexpected }
+    /// A read of the local state, its failure (SQLite's) typed.
+    func read<Result>(_ body: (KVStore) throws -> Result) throws(StoreError) -> Result {
+        do {
+            return try stateMachine.read(body)
+        } catch {
+            throw StoreError.from(error)
+        }
+    }
 
-    static let unexpected = RPCError(code: .internalError, message: "etcdserver: unexpected response")
+    /// A range of what this member has applied (serializable; linearizable after ``barrier()``).
+    func localRange(_ request: RangeRequest) throws(StoreError) -> RangeResponse {
+        try read { try $0.range(request) }.mapError(StoreError.init).get()
+    }
+
+    static let unexpected = StoreError.internalError("etcdserver: unexpected response")
 
     /// Publishes this member's name and URLs through the log, retrying until it is applied (a
     /// member has no leader to propose through for a while after it starts).
@@ -177,21 +195,20 @@ public struct StoreMember: Sendable {
     /// The scheme of peer URLs in this cluster: every member's is the same as this one's.
     var peerScheme: String { attributes.peerURLs.first?.hasPrefix("https://") == true ? "https" : "http" }
 
-    func members() async throws -> [Etcdserverpb_Member] {
-        let status = try await runtime.status()
-        let published = Dictionary(try stateMachine.read { try $0.members() }.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+    func members() async throws(StoreError) -> [ClusterMember] {
+        let status = try await runtimeCall { try await runtime.status() }
+        let published = Dictionary(try read { try $0.members() }.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
         let addresses = await runtime.peerAddresses()
         return status.membership.members.map { id in
-            var entry = Etcdserverpb_Member()
-            entry.id = id
             let record = published[id]
             let initial = initialMembers[id]
-            entry.name = [record?.name, initial?.name].compactMap { $0 }.first { !$0.isEmpty } ?? ""
-            entry.peerUrls = [record?.peerURLs, initial?.peerURLs].compactMap { $0 }.first { !$0.isEmpty }
-                ?? addresses[id].map { ["\(peerScheme)://\($0)"] } ?? []
-            entry.clientUrls = record?.clientURLs ?? (id == runtime.id ? attributes.clientURLs : [])
-            entry.isLearner = status.membership.isLearner(id)
-            return entry
+            return ClusterMember(
+                id: id,
+                name: [record?.name, initial?.name].compactMap { $0 }.first { !$0.isEmpty } ?? "",
+                peerURLs: [record?.peerURLs, initial?.peerURLs].compactMap { $0 }.first { !$0.isEmpty }
+                    ?? addresses[id].map { ["\(peerScheme)://\($0)"] } ?? [],
+                clientURLs: record?.clientURLs ?? (id == runtime.id ? attributes.clientURLs : []),
+                isLearner: status.membership.isLearner(id))
         }
     }
 
@@ -199,9 +216,9 @@ public struct StoreMember: Sendable {
     /// leader's client URL (one per member, kept while the leader stays) (membership changes, leader moves and lease keep-alives must run on
     /// the leader, as in etcd).
     func onLeader<Result: Sendable>(
-        _ local: () async throws -> Result,
+        _ local: () async throws(StoreError) -> Result,
         forward: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
-    ) async throws -> Result {
+    ) async throws(StoreError) -> Result {
         // Routing only (the leader checks again): the last observed role, without an actor hop.
         let observed = runtime.observed.withLockedValue { $0 }
         if observed.isLeader { return try await local() }
@@ -209,17 +226,22 @@ public struct StoreMember: Sendable {
         do {
             return try await forward(client)
         } catch let error as RPCError {
-            // The leader's status, without the metadata of its response: passing that on as our
-            // own trailers would break the client's HTTP/2 stream.
-            throw RPCError(code: error.code, message: error.message)
+            // The leader's answer, read back into the error it stands for.
+            throw StoreError(status: error)
+        } catch {
+            throw StoreError.unavailable("etcdserver: forwarding to the leader failed: \(error)")
         }
     }
 
     /// The shared client connected to `leader`'s client URL.
-    func leaderClient(_ leader: NodeID) throws -> LeaderLink.Client {
+    func leaderClient(_ leader: NodeID) throws(StoreError) -> LeaderLink.Client {
         let address = try leaderAddress(leader)
-        return try leaderLink.client(leader: leader, address: address, generation: security?.generation ?? 0,
-                                     security: try security?.clientSecurity(logger: logger) ?? .plaintext)
+        do {
+            return try leaderLink.client(leader: leader, address: address, generation: security?.generation ?? 0,
+                                         security: try security?.clientSecurity(logger: logger) ?? .plaintext)
+        } catch {
+            throw StoreError.unavailable("etcdserver: cannot connect to the leader: \(error)")
+        }
     }
 
     /// A gRPC target for `address`: an IP literal as such (no DNS, and no IP in TLS's SNI, which
@@ -233,34 +255,12 @@ public struct StoreMember: Sendable {
     }
 
     /// The client address of `leader`, from its published attributes.
-    func leaderAddress(_ leader: NodeID) throws -> PeerAddress {
-        guard leader != noNode else { throw Self.status(.noLeader) }
-        let published = try stateMachine.read { try $0.members() }
+    func leaderAddress(_ leader: NodeID) throws(StoreError) -> PeerAddress {
+        guard leader != noNode else { throw .noLeader }
+        let published = try read { try $0.members() }
         guard let url = published.first(where: { $0.id == leader })?.clientURLs.first, let address = Self.address(ofURL: url) else {
-            throw RPCError(code: .unavailable, message: "etcdserver: the leader's client URL is not known yet")
+            throw .unavailable("etcdserver: the leader's client URL is not known yet")
         }
         return address
-    }
-
-    /// etcd's status codes and messages for the runtime's errors (others pass as they are).
-    static func status(_ error: any Error) -> RPCError {
-        guard let error = error as? RaftRuntimeError else { return WireRouter.status(of: error) }
-        return status(error)
-    }
-
-    /// etcd's status codes and messages for the runtime's errors.
-    static func status(_ error: RaftRuntimeError) -> RPCError {
-        switch error {
-        case .noLeader, .notLeader: RPCError(code: .unavailable, message: "etcdserver: no leader")
-        case .timedOut: RPCError(code: .unavailable, message: "etcdserver: request timed out")
-        case .tooLarge: RPCError(code: .invalidArgument, message: KVError.requestTooLarge.message)
-        case .overloaded: RPCError(code: .resourceExhausted, message: "etcdserver: too many requests")
-        case .stopped: RPCError(code: .unavailable, message: "etcdserver: server stopped")
-        case .proposalDropped: RPCError(code: .unavailable, message: "etcdserver: request cancelled")
-        case .leaderLost: RPCError(code: .unavailable, message: "etcdserver: request timed out, possibly due to previous leader failure")
-        case .notMember: RPCError(code: .failedPrecondition, message: "etcdserver: the member has been permanently removed from the cluster")
-        case .learnerNotCaughtUp: RPCError(code: .failedPrecondition, message: "etcdserver: can only promote a learner member which is in sync with leader")
-        case .rejected(let reason): RPCError(code: .failedPrecondition, message: "etcdserver: \(reason)")
-        }
     }
 }

@@ -1,7 +1,7 @@
 import KVStore
 import NIOConcurrencyHelpers
 
-/// Connects the store's applied events to the gRPC watch streams: a ``WatchHub`` behind a lock,
+/// Connects the store's applied events to watch streams (gRPC streams, and in-process watches): a ``WatchHub`` behind a lock,
 /// cancellations routed to the stream that owns each watcher, and a wake-up per stream.
 ///
 /// A client connection may have at most `watchersPerConnectionMax` watchers (over all its
@@ -189,6 +189,26 @@ public final class WatchBroker: @unchecked Sendable {
             }
             return (events, cancelled, catchingUp)
         }
+    }
+
+    /// What ``nextBatch(stream:machine:)`` hands a stream: events per watcher, cancellations,
+    /// and whether some watcher still catches up on history (then more follows at once).
+    struct Batch {
+        var events: [(id: Int64, events: [WatchEvent])]
+        var cancelled: [(id: Int64, reason: WatchHub.CancelReason)]
+        var catchingUp: Bool
+    }
+
+    /// What `stream`'s watchers have now; when that is nothing and some still catch up on
+    /// history, the next stretch of it is read first (one stretch per call, so that what a
+    /// stream holds stays within the hub's caps however long the history is).
+    func nextBatch(stream: Int, machine: KVStateMachine) throws -> Batch {
+        var drained = drain(stream: stream)
+        if drained.events.isEmpty && drained.cancelled.isEmpty && drained.catchingUp {
+            try catchUp(stream: stream, machine: machine)
+            drained = drain(stream: stream)
+        }
+        return Batch(events: drained.events, cancelled: drained.cancelled, catchingUp: drained.catchingUp)
     }
 
     /// The revision up to which `stream`'s watchers in `ids` have been sent every event, for a

@@ -2,6 +2,7 @@ import EtcdAPI
 import Foundation
 import GRPCCore
 import KVStore
+import Store
 
 /// etcd's Watch service: many watches per stream, history replay from a start revision,
 /// prev_kv and filters, cancellation (by the client, for compacted history, or for a watcher too
@@ -114,16 +115,16 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
     }
 
     private func deliver(stream: Int, writer: Writer, progress: Progress) async throws {
-        var drained = member.watches.drain(stream: stream)
         while true {
-            for (id, events) in drained.events {
+            let batch = try member.watches.nextBatch(stream: stream, machine: member.stateMachine)
+            for (id, events) in batch.events {
                 var answer = Etcdserverpb_WatchResponse()
                 answer.header = member.header()
                 answer.watchID = id
                 answer.events = events.map(Self.event)
                 try await writer.write(answer)
             }
-            for (id, reason) in drained.cancelled {
+            for (id, reason) in batch.cancelled {
                 var answer = Etcdserverpb_WatchResponse()
                 answer.header = member.header()
                 answer.watchID = id
@@ -133,15 +134,13 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
                     answer.compactRevision = compactRevision
                     answer.cancelReason = KVError.compacted.storeMessage
                 case .slow(let resumeRevision):
-                    answer.cancelReason = "etcdserver: watcher too slow; resume from revision \(resumeRevision)"
+                    answer.cancelReason = StoreError.watchTooSlow(resumeRevision: resumeRevision).message
                 case .requested:
                     break
                 }
                 try await writer.write(answer)
             }
-            guard drained.catchingUp else { break }
-            try member.watches.catchUp(stream: stream, machine: member.stateMachine)
-            drained = member.watches.drain(stream: stream)
+            guard batch.catchingUp else { break }
         }
         try await sendProgress(stream: stream, writer: writer, progress: progress)
     }

@@ -123,6 +123,8 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
     case leaderLost
     /// A learner too far behind the leader to be promoted yet.
     case learnerNotCaughtUp(String)
+    /// Another membership change has not committed yet (Raft allows one at a time): retry.
+    case membershipChangeInProgress(String)
     case rejected(String)
 
     public var description: String {
@@ -136,7 +138,7 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
         case .overloaded(let reason): "too many requests: \(reason)"
         case .proposalDropped: "proposal dropped: leadership changed before it committed"
         case .leaderLost: "the leader the request was forwarded to was lost (the outcome is unknown)"
-        case .learnerNotCaughtUp(let reason), .rejected(let reason): reason
+        case .learnerNotCaughtUp(let reason), .membershipChangeInProgress(let reason), .rejected(let reason): reason
         }
     }
 
@@ -147,6 +149,7 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
         case .entryTooLarge(let bytes, let limit): self = .tooLarge(bytes: bytes, limit: limit)
         case .uncommittedBytesExceeded, .tooManyPendingReads: self = .overloaded(reason: error.description)
         case .learnerNotCaughtUp: self = .learnerNotCaughtUp(error.description)
+        case .membershipChangeInProgress: self = .membershipChangeInProgress(error.description)
         default: self = .rejected(error.description)
         }
     }

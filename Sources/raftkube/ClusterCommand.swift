@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterPKI
 import EtcdAPI
 import EtcdServer
+import Node
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2

@@ -2,160 +2,12 @@ import ArgumentParser
 import ClusterPKI
 import Crypto
 import EtcdServer
+import Node
 import KVStore
 import Foundation
 import Logging
 import ServiceLifecycle
 import X509
-
-/// A node's identity and settings, kept in `DATA/node.json` by `init` and `join` so that
-/// `raftkube start` brings the same node back with no flags.
-struct NodeConfig: Codable, Sendable {
-    var clusterName: String
-    /// The store's `--initial-cluster-token` (member IDs derive from it).
-    var clusterToken: String
-    var nodeName: String
-    var advertiseAddress: String
-    var clientPort: Int
-    var peerPort: Int
-    var joinPort: Int
-    var worker: Bool
-    /// name=peerURL of the members the store starts with, and whether it bootstraps them.
-    var initialCluster: String
-    var initialClusterState: String
-    /// The CA this node belongs to: a data directory of another cluster is refused.
-    var caHash: String
-    var votersMax: Int
-
-    static func path(_ dataDir: String) -> String { "\(dataDir)/node.json" }
-    /// Where `leave` moves `node.json`, so that the node is not started again.
-    static func leftPath(_ dataDir: String) -> String { path(dataDir) + ".left" }
-
-    /// The node in `dataDir`, or why there is none to run or act for (it left; never made).
-    static func require(_ dataDir: String) throws -> NodeConfig {
-        if let config = try load(dataDir) { return config }
-        if FileManager.default.fileExists(atPath: leftPath(dataDir)) {
-            throw ValidationError("the node in \(dataDir) left its cluster (raftkube leave): join again with a new data directory")
-        }
-        throw ValidationError("\(dataDir) holds no node: run `raftkube init` or `raftkube join` first")
-    }
-
-    static func load(_ dataDir: String) throws -> NodeConfig? {
-        guard let data = FileManager.default.contents(atPath: path(dataDir)) else { return nil }
-        do {
-            return try JSONDecoder().decode(NodeConfig.self, from: data)
-        } catch {
-            throw ValidationError("\(path(dataDir)) is not a raftkube node configuration: \(error)")
-        }
-    }
-
-    func save(_ dataDir: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try DurableFile.write(String(decoding: try encoder.encode(self), as: UTF8.self) + "\n", to: Self.path(dataDir), secret: false)
-    }
-}
-
-/// Where a node keeps things under its data directory (all of it private: 0600 files, 0700
-/// directories). Each role has its own certificate:
-/// - `peer`: control-plane nodes' store member (`raftkube:peers`, bound to the member ID): the
-///   peer port, serving the store API and the join port, forwarding to the leader;
-/// - `store-client`: the API server's client of the store (`raftkube:store-clients`);
-/// - `node`: the kubelet's identity (`system:nodes`, CN `system:node:NAME`), on every node; a
-///   worker holds only this and the CA certificate, never the CA key;
-/// - `admin`: the administrator (`system:masters`), written by `init`.
-struct NodePaths {
-    let dataDir: String
-    var pki: String { "\(dataDir)/pki" }
-    var caCertificate: String { "\(pki)/ca.crt" }
-    var caKey: String { "\(pki)/ca.key" }
-    var peerCertificate: String { "\(pki)/peer.crt" }
-    var peerKey: String { "\(pki)/peer.key" }
-    var storeClientCertificate: String { "\(pki)/store-client.crt" }
-    var storeClientKey: String { "\(pki)/store-client.key" }
-    var nodeCertificate: String { "\(pki)/node.crt" }
-    var nodeKey: String { "\(pki)/node.key" }
-    var adminCertificate: String { "\(pki)/admin.crt" }
-    var adminKey: String { "\(pki)/admin.key" }
-    var adminConfig: String { "\(dataDir)/admin.conf" }
-    var store: String { "\(dataDir)/store" }
-
-    /// Issues a control-plane node's own certificates with the CA: its peer certificate and its
-    /// store-client certificate (both bound to `memberID`), each with a key of its own.
-    func issueControlPlane(ca: CertificateAuthority, name: String, address: String, memberID: UInt64) throws {
-        let peerKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        try PEMFiles.write([try ca.issue(profile: .peer(memberID: memberID), commonName: name, dnsNames: [name, "localhost"],
-                                         ipAddresses: [address, "127.0.0.1"], publicKey: peerKey.publicKey)], to: peerCertificate)
-        try PEMFiles.write(peerKey, to: self.peerKey)
-        let clientKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        try PEMFiles.write([try ca.issue(profile: .storeClient(memberID: memberID), commonName: "raftkube-apiserver \(name)",
-                                         publicKey: clientKey.publicKey)], to: storeClientCertificate)
-        try PEMFiles.write(clientKey, to: storeClientKey)
-    }
-}
-
-/// Runs a node from its saved configuration: the store member with mutual TLS everywhere, the
-/// join endpoint and the learner promoter on control-plane nodes; nothing yet on workers.
-enum NodeRunner {
-    static func run(_ config: NodeConfig, dataDir: String, certificateCheckInterval: Duration = CertificateRenewer.defaultInterval,
-                    afterStart: (@Sendable (StoreMember, Logger) async -> Void)? = nil) async throws {
-        let paths = NodePaths(dataDir: dataDir)
-        StoreCommand.bootstrapLogging()
-        try PrivateFiles.prepare(dataDir)
-        // `raftkube leave` finds the running node by this file.
-        try DurableFile.write("\(getpid())\n", to: "\(dataDir)/node.pid", secret: false)
-        let logger = Logger(label: "raftkube.node")
-        if config.worker {
-            logger.info("worker node up; it runs no store member (the kubelet and proxy come later)", metadata: ["node": "\(config.nodeName)"])
-            try await ServiceGroup(services: [IdleService()], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
-            return
-        }
-        for (name, expiry) in try CertificateRenewal.renewDue(paths, clusterName: config.clusterName) {
-            logger.info("renewed a certificate with fewer than \(CertificateRenewal.renewBeforeDays) days left", metadata: ["certificate": "\(name)", "expires": "\(expiry)"])
-        }
-        let address = config.advertiseAddress
-        let tls = ["--cert-file", paths.peerCertificate, "--key-file", paths.peerKey, "--trusted-ca-file", paths.caCertificate, "--client-cert-auth",
-                   "--peer-cert-file", paths.peerCertificate, "--peer-key-file", paths.peerKey, "--peer-trusted-ca-file", paths.caCertificate]
-        let store = try StoreCommand.parse([
-            "--name", config.nodeName, "--data-dir", paths.store,
-            "--listen-client-urls", "https://\(address):\(config.clientPort)", "--listen-peer-urls", "https://\(address):\(config.peerPort)",
-            "--initial-cluster", config.initialCluster, "--initial-cluster-state", config.initialClusterState,
-            "--initial-cluster-token", config.clusterToken,
-        ] + tls)
-        let authority = CertificateAuthority(certificate: try PEMFiles.certificates(paths.caCertificate)[0], privateKey: try PEMFiles.privateKey(paths.caKey))
-        let identity = try IdentityFiles(certificate: paths.peerCertificate, key: paths.peerKey, trustedCA: paths.caCertificate, logger: logger)
-        try await store.runMember { member, logger in
-            let join = JoinAuthority(member: member, authority: authority, clusterName: config.clusterName,
-                                     clientPort: config.clientPort, peerPort: config.peerPort, logger: logger)
-            var services: [any Service] = [
-                JoinServer(authority: join, identity: identity, host: address, port: config.joinPort),
-                AutoPromoter(member: member, votersMax: config.votersMax, logger: logger),
-                TokenJanitor(member: member, logger: logger),
-                CertificateRenewer(paths: paths, clusterName: config.clusterName, interval: certificateCheckInterval, logger: logger),
-            ]
-            if let afterStart { services.append(OneShot(member: member, logger: logger, body: afterStart)) }
-            return services
-        }
-    }
-
-    /// A service that does nothing until shutdown (a worker's placeholder).
-    struct IdleService: Service {
-        func run() async throws {
-            try? await gracefulShutdown()
-        }
-    }
-
-    /// Runs `body` once after start, then idles until shutdown.
-    struct OneShot: Service {
-        let member: StoreMember
-        let logger: Logger
-        let body: @Sendable (StoreMember, Logger) async -> Void
-        func run() async throws {
-            await body(member, logger)
-            try? await gracefulShutdown()
-        }
-    }
-}
 
 /// Writes a line to standard output at once (no buffering: progress must show while the node runs).
 func say(_ line: String) {
@@ -284,11 +136,12 @@ struct InitCommand: AsyncParsableCommand {
         let workerSeconds = Double(ttl.components.seconds), controlPlaneSeconds = Double(controlPlaneTTL.components.seconds)
         let joinPort = node.joinPort
         let (workerTTLText, controlPlaneTTLText) = (tokenTtl, controlPlaneTokenTtl)
-        try await NodeRunner.run(config, dataDir: node.dataDir) { member, logger in
+        StoreCommand.bootstrapLogging()
+        try await NodeRunner.run(config, dataDir: node.dataDir) { store, logger in
             for (token, seconds, controlPlane) in [(controlPlaneToken, controlPlaneSeconds, true), (workerToken, workerSeconds, false)] {
                 while !Task.isCancelled {
                     do {
-                        try await BootstrapTokens.create(token, ttl: seconds, description: "made by raftkube init", controlPlane: controlPlane, member: member)
+                        try await BootstrapTokens.create(token, ttl: seconds, description: "made by raftkube init", controlPlane: controlPlane, store: store)
                         break
                     } catch {
                         try? await Task.sleep(for: .milliseconds(300))
@@ -403,6 +256,7 @@ struct JoinCommand: AsyncParsableCommand {
                                 initialCluster: response.initialCluster ?? "", initialClusterState: "existing", caHash: caCertHash, votersMax: 3)
         try config.save(node.dataDir)
         say("[join] joined \(clusterName) as \(name); starting the node\(controlPlane ? " (a learner until it has caught up)" : " (a worker: no store member, no CA key)")")
+        StoreCommand.bootstrapLogging()
         try await NodeRunner.run(config, dataDir: node.dataDir)
     }
 }
@@ -425,63 +279,7 @@ struct StartCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        StoreCommand.bootstrapLogging()
         try await NodeRunner.run(try NodeConfig.require(dataDir), dataDir: dataDir, certificateCheckInterval: .seconds(certificateCheckInterval))
-    }
-}
-
-/// Renews a control-plane node's certificates while it runs, before fewer than
-/// ``CertificateRenewal/renewBeforeDays`` remain (kubeadm renews only on upgrades; a node that
-/// runs for a year would otherwise lose its peers). The listeners read their certificate files
-/// again when they change (``IdentityFiles``): the next connection presents the renewed one.
-struct CertificateRenewer: Service {
-    static let defaultInterval: Duration = .seconds(3_600)
-    let paths: NodePaths
-    let clusterName: String
-    let interval: Duration
-    let logger: Logger
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                guard !Task.isCancelled else { return }
-                do {
-                    for (name, expiry) in try CertificateRenewal.renewDue(paths, clusterName: clusterName) {
-                        logger.info("renewed a certificate with fewer than \(CertificateRenewal.renewBeforeDays) days left", metadata: ["certificate": "\(name)", "expires": "\(expiry)"])
-                    }
-                } catch {
-                    logger.error("cannot renew the node's certificates; retrying at the next check", metadata: ["error": "\(error)"])
-                }
-            }
-        }
-    }
-}
-
-/// The administrator's client configuration, in kubeconfig's format (what kubectl reads; the API
-/// server comes later; until then its server URL names the port the API server will have).
-enum AdminConfig {
-    static func kubeconfig(clusterName: String, server: String, ca: Certificate, certificate: Certificate, key: Certificate.PrivateKey) throws -> String {
-        func base64(_ pem: String) -> String { Data(pem.utf8).base64EncodedString() }
-        return """
-        apiVersion: v1
-        kind: Config
-        clusters:
-        - name: \(clusterName)
-          cluster:
-            server: \(server)
-            certificate-authority-data: \(base64(try ca.serializeAsPEM().pemString))
-        users:
-        - name: admin
-          user:
-            client-certificate-data: \(base64(try certificate.serializeAsPEM().pemString))
-            client-key-data: \(base64(try key.serializeAsPEM().pemString))
-        contexts:
-        - name: admin@\(clusterName)
-          context:
-            cluster: \(clusterName)
-            user: admin
-        current-context: admin@\(clusterName)
-
-        """
     }
 }

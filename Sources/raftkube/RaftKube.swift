@@ -2,20 +2,21 @@ import ArgumentParser
 import Raft
 import RaftSimulation
 
-/// The raftkube command line. Only the benchmarks exist yet; `init`, `join`, `get`, `apply`
-/// and the rest arrive with their issues.
+/// The raftkube command line: the node's life (`init`, `join`, `start`, `leave`), the cluster's
+/// administration, the store member, the benchmarks. `get`, `apply` and the rest arrive with
+/// their issues.
 @main
 struct RaftKube: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raftkube",
         abstract: "A Kubernetes-style container orchestrator built on its own Raft.",
-        subcommands: [InitCommand.self, JoinCommand.self, StartCommand.self, LeaveCommand.self, ClusterCommand.self, TokenCommand.self, CertsCommand.self, StoreCommand.self, Bench.self, RaftNodeCommand.self])
+        subcommands: [InitCommand.self, JoinCommand.self, StartCommand.self, LeaveCommand.self, ClusterCommand.self, TokenCommand.self, CertsCommand.self, StoreCommand.self, Bench.self])
 }
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rerunnable benchmarks; figures go in docs/benchmarks.md.",
-        subcommands: [RaftCore.self, RaftSimulator.self, RaftRuntime.self, Put.self, Range.self, Txn.self, Watch.self, Idle.self])
+        subcommands: [RaftCore.self, RaftSimulator.self, Put.self, Range.self, Txn.self, Watch.self, Idle.self])
 }
 
 extension Bench {

@@ -3,6 +3,7 @@ import ClusterPKI
 import Crypto
 import EtcdAPI
 import EtcdServer
+import Node
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2

@@ -1,3 +1,4 @@
+import ClusterHarness
 import Foundation
 import Glibc
 import Logging
@@ -66,23 +67,8 @@ final class DurableSum: StateMachine, @unchecked Sendable {
 struct InProcessRuntimeTests {
     static let quiet = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
 
-    /// A port nothing listens on now (the kernel's choice for a socket bound to port 0).
-    static func freePort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
-        }
-        guard bound else { throw RuntimeError.rejected("cannot find a free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     static func configuration(_ directory: StorageTestDirectory) throws -> RuntimeConfiguration {
-        let address = PeerAddress(host: "127.0.0.1", port: try freePort())
+        let address = PeerAddress(host: "127.0.0.1", port: try FreePort.next())
         var configuration = RuntimeConfiguration(id: 1, dataDirectory: directory.sub("raft"), listen: address, peers: [1: address], bootstrap: true)
         configuration.heartbeatIntervalMs = 10
         configuration.snapshotIntervalEntries = 50

@@ -1,4 +1,6 @@
 import GRPCCore
+import RaftRuntime
+import Store
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP2
@@ -112,6 +114,8 @@ struct WireRouter: Sendable {
     static func status(of error: any Error) -> RPCError {
         switch error {
         case let error as RPCError: RPCError(code: error.code, message: error.message)
+        case let error as StoreError: error.status
+        case let error as RaftRuntimeError: StoreError(error).status
         case is CancellationError: RPCError(code: .cancelled, message: "context canceled")
         default: RPCError(code: .unknown, message: "\(error)")
         }

@@ -2,9 +2,8 @@ import ArgumentParser
 import ClusterHarness
 import Foundation
 import Glibc
-import RaftSimulation
 
-extension Bench {
+extension TestKit.Bench {
     /// Three `raft-node` processes on loopback with real fsync: committed proposals per second and
     /// commit latency at several concurrencies, beside the disk's raw fdatasync rate.
     struct RaftRuntime: AsyncParsableCommand {
@@ -101,7 +100,7 @@ extension Bench {
         }
 
         static func milliseconds(_ duration: Duration) -> Double {
-            duration.inSeconds * 1_000
+            Double(duration.components.seconds) * 1_000 + Double(duration.components.attoseconds) / 1e15
         }
 
         static func percentile(_ sorted: [Double], _ fraction: Double) -> Double {

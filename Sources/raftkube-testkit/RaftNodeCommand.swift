@@ -8,14 +8,13 @@ import RaftRuntime
 import ServiceLifecycle
 
 /// A Raft member with a trivial state machine (an append-only list of values), for testing the
-/// runtime with real processes: `raftkube raft-node ...`. Hidden: it is a test fixture, not a
-/// product. A line-based client port takes `PUT v`, `GET` (linearizable), `DUMP` (local),
+/// runtime with real processes: `raftkube-testkit raft-node ...` (a test fixture, kept out of
+/// the product binary). A line-based client port takes `PUT v`, `GET` (linearizable), `DUMP` (local),
 /// `STATUS`, `ADD-LEARNER id host:port`, `PROMOTE id`, `REMOVE id`, `TRANSFER id`.
 struct RaftNodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raft-node",
-        abstract: "Run a Raft member with an append-only list state machine (for tests).",
-        shouldDisplay: false)
+        abstract: "Run a Raft member with an append-only list state machine (for tests).")
 
     @Option(help: "This member's id (a positive integer).")
     var id: UInt64
