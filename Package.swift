@@ -115,6 +115,10 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // Kubernetes' API types (core, apps, batch, coordination, discovery, rbac, authorization,
+        // autoscaling, policy, meta; generated from v1.33's definitions by cluster/generate-resources
+        // and committed) and the untyped values they hold (JSONValue, Quantity, IntOrString, Timestamp).
+        .target(name: "Resources", exclude: ["Schema"]),
         // A node assembled from typed configuration (a store member and what a control-plane node
         // runs beside it), so that the CLI only parses arguments and tests start nodes in-process.
         .target(
@@ -226,6 +230,7 @@ let package = Package(
             // The python-etcd3 suite, run by PythonClientTests from the source tree.
             exclude: ["Python"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
+        .testTarget(name: "ResourcesTests", dependencies: ["Resources"]),
         // The store interface on a member assembled in this process (Node), no gRPC in between.
         .testTarget(
             name: "NodeTests",
