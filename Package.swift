@@ -119,6 +119,9 @@ let package = Package(
         // autoscaling, policy, meta; generated from v1.33's definitions by cluster/generate-resources
         // and committed) and the untyped values they hold (JSONValue, Quantity, IntOrString, Timestamp).
         .target(name: "Resources", exclude: ["Schema"]),
+        // The Kubernetes API server over the store: objects under /registry/ (ObjectStorage), with
+        // Kubernetes' errors (APIError -> Status).
+        .target(name: "APIServer", dependencies: ["KVStore", "Resources", "Store"]),
         // A node assembled from typed configuration (a store member and what a control-plane node
         // runs beside it), so that the CLI only parses arguments and tests start nodes in-process.
         .target(
@@ -235,7 +238,7 @@ let package = Package(
         .testTarget(
             name: "NodeTests",
             dependencies: [
-                "ClusterHarness", "EtcdServer", "KVStore", "Node", "RaftRuntime", "Store",
+                "APIServer", "ClusterHarness", "EtcdServer", "KVStore", "Node", "RaftRuntime", "Resources", "Store",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
             ]),
