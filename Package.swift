@@ -234,6 +234,7 @@ let package = Package(
             exclude: ["Python"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ResourcesTests", dependencies: ["Resources"]),
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "Resources"]),
         // The store interface on a member assembled in this process (Node), no gRPC in between.
         .testTarget(
             name: "NodeTests",
