@@ -124,3 +124,86 @@ struct FieldSelectorTests {
         }
     }
 }
+
+@Suite("Request paths as kube-apiserver reads them")
+struct RequestInfoTests {
+    static func info(_ method: String, _ path: String, watch: Bool = false) -> RequestInfo? {
+        RequestInfo(method: method, path: path, watch: watch)
+    }
+
+    @Test("resource requests: verb, group, version, namespace, resource, name, subresource")
+    func resources() throws {
+        let pod = try #require(Self.info("GET", "/api/v1/namespaces/default/pods/web"))
+        #expect(pod.isResourceRequest && pod.verb == "get" && pod.group == "" && pod.version == "v1")
+        #expect(pod.namespace == "default" && pod.resource == "pods" && pod.name == "web" && pod.subresource == nil)
+        let list = try #require(Self.info("GET", "/apis/apps/v1/namespaces/prod/deployments"))
+        #expect(list.verb == "list" && list.group == "apps" && list.apiVersion == "apps/v1" && list.namespace == "prod" && list.name == nil)
+        #expect(Self.info("GET", "/api/v1/pods")?.namespace == nil)
+        #expect(Self.info("GET", "/api/v1/pods", watch: true)?.verb == "watch")
+        #expect(Self.info("POST", "/api/v1/namespaces/default/pods")?.verb == "create")
+        #expect(Self.info("PUT", "/api/v1/namespaces/default/pods/web/status")?.subresource == "status")
+        #expect(Self.info("PATCH", "/apis/apps/v1/namespaces/d/deployments/x/scale")?.verb == "patch")
+        #expect(Self.info("DELETE", "/api/v1/namespaces/default/pods")?.verb == "deletecollection")
+        #expect(Self.info("DELETE", "/api/v1/namespaces/default/pods/web")?.verb == "delete")
+        #expect(Self.info("POST", "/api/v1/namespaces/default/pods/web/binding")?.subresource == "binding")
+    }
+
+    @Test("the Namespace resource itself, and cluster-scoped resources")
+    func namespaces() throws {
+        let list = try #require(Self.info("GET", "/api/v1/namespaces"))
+        #expect(list.resource == "namespaces" && list.namespace == nil && list.name == nil && list.verb == "list")
+        let one = try #require(Self.info("GET", "/api/v1/namespaces/kube-system"))
+        #expect(one.resource == "namespaces" && one.name == "kube-system" && one.namespace == nil)
+        let finalize = try #require(Self.info("PUT", "/api/v1/namespaces/old/finalize"))
+        #expect(finalize.resource == "namespaces" && finalize.name == "old" && finalize.subresource == "finalize" && finalize.namespace == nil)
+        #expect(Self.info("GET", "/api/v1/namespaces/old/status")?.subresource == "status")
+        let node = try #require(Self.info("PATCH", "/api/v1/nodes/n1/status"))
+        #expect(node.resource == "nodes" && node.name == "n1" && node.subresource == "status")
+    }
+
+    @Test("non-resource paths and paths that do not parse")
+    func others() {
+        for path in ["/version", "/healthz", "/api", "/apis", "/api/v1", "/apis/apps/v1", "/openapi/v3"] {
+            #expect(Self.info("GET", path)?.isResourceRequest == false, "\(path)")
+        }
+        #expect(Self.info("GET", "/api/v1/namespaces/default/pods/web/status/extra") == nil)
+    }
+}
+
+@Suite("Discovery documents")
+struct DiscoveryTests {
+    @Test("groups, versions, resources with short names, categories and subresources")
+    func documents() throws {
+        let groups = Discovery.groupList()
+        let names = groups["groups"].flatMap { value -> [String]? in
+            guard case .array(let list) = value else { return nil }
+            return list.compactMap { $0["name"]?.stringValue }
+        }
+        #expect(names == ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io", "rbac.authorization.k8s.io", "authorization.k8s.io"])
+        let core = try #require(Discovery.resourceList(group: "", version: "v1"))
+        #expect(core["groupVersion"] == .string("v1"))
+        guard case .array(let resources) = core["resources"] else { Issue.record("no resources"); return }
+        let pods = try #require(resources.first { $0["name"] == .string("pods") })
+        #expect(pods["shortNames"] == .array([.string("po")]) && pods["namespaced"] == .bool(true) && pods["kind"] == .string("Pod"))
+        #expect(pods["categories"] == .array([.string("all")]))
+        #expect(resources.contains { $0["name"] == .string("pods/status") && $0["verbs"] == .array([.string("get"), .string("patch"), .string("update")]) })
+        #expect(resources.contains { $0["name"] == .string("pods/eviction") && $0["group"] == .string("policy") })
+        let apps = try #require(Discovery.resourceList(group: "apps", version: "v1"))
+        guard case .array(let appsResources) = apps["resources"] else { return }
+        #expect(appsResources.contains { $0["name"] == .string("deployments/scale") && $0["kind"] == .string("Scale") })
+        #expect(Discovery.resourceList(group: "apps", version: "v2") == nil)
+        #expect(Discovery.group("batch")?["preferredVersion"]?["groupVersion"] == .string("batch/v1"))
+        #expect(Discovery.group("extensions") == nil)
+    }
+
+    @Test("what a user types resolves to the resources it may mean")
+    func resolving() {
+        #expect(ServedResources.resolve("po").map(\.name) == ["pods"])
+        #expect(ServedResources.resolve("Pod").map(\.name) == ["pods"])
+        #expect(ServedResources.resolve("deploy").map(\.qualifiedName) == ["deployments.apps"])
+        #expect(ServedResources.resolve("deployments.apps").map(\.name) == ["deployments"])
+        #expect(ServedResources.resolve("deployments.batch").isEmpty)
+        #expect(ServedResources.resolve("svc").first?.keyPrefix == "/registry/services/specs")
+        #expect(ServedResources.resolve("no").first?.keyPrefix == "/registry/minions")
+    }
+}

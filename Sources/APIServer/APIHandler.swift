@@ -1,0 +1,192 @@
+import Foundation
+import Resources
+import Store
+
+/// One request to the API, as the HTTP shell hands it over.
+public struct APIRequest: Sendable {
+    public var method: String
+    /// The path without the query.
+    public var path: String
+    public var query: [String: String]
+    public var body: [UInt8]
+
+    public init(method: String, path: String, query: [String: String] = [:], body: [UInt8] = []) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.body = body
+    }
+}
+
+/// What the HTTP shell sends back: a JSON document with its status code, or a watch to stream.
+public enum APIResponse: Sendable {
+    case object(status: Int, JSONValue)
+    /// Plain text (`/healthz`'s "ok").
+    case text(status: Int, String)
+    case watch(ObjectWatch, initial: [ObjectEvent])
+
+    static func error(_ error: APIError) -> APIResponse { .object(status: error.code, error.status) }
+}
+
+/// The REST semantics of the API server on its storage, without HTTP: routes a request by its
+/// `RequestInfo` to discovery or to the resource's verb, and answers in Kubernetes' shapes
+/// (the object; `PodList` with `metadata.resourceVersion` and `continue`; a `Status` for every
+/// error). Request bodies are limited in bytes by the shell before they get here.
+public struct APIHandler: Sendable {
+    public let storage: ObjectStorage
+    public var resources: [ResourceType]
+    public var serverAddress: String
+
+    /// Kubernetes' limit on a request body (3 MiB); the shell refuses larger ones with 413.
+    public static let bodyBytesMax = 3 << 20
+
+    public init(storage: ObjectStorage, resources: [ResourceType] = ServedResources.all, serverAddress: String = "127.0.0.1:6443") {
+        self.storage = storage
+        self.resources = resources
+        self.serverAddress = serverAddress
+    }
+
+    public func handle(_ request: APIRequest) async -> APIResponse {
+        do {
+            return try await route(request)
+        } catch {
+            return .error(error)
+        }
+    }
+
+    func route(_ request: APIRequest) async throws(APIError) -> APIResponse {
+        let watch = ["1", "true"].contains(request.query["watch"] ?? "")
+        guard let info = RequestInfo(method: request.method, path: request.path, watch: watch) else {
+            throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+        }
+        guard info.isResourceRequest else { return try discovery(request, info) }
+        guard let resource = resources.first(where: { $0.group == info.group && $0.version == info.version && $0.name == info.resource }) else {
+            throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+        }
+        if info.subresource != nil {
+            throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource (subresources come with their handlers)")
+        }
+        if resource.namespaced && info.namespace == nil && !["list", "watch"].contains(info.verb) {
+            throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+        }
+        let namespace = resource.namespaced ? info.namespace : nil
+        // A name for get, update, patch and delete; none for create (POST to a name is a subresource's).
+        let named = info.name != nil
+        guard resource.verbs.contains(info.verb), named == ["get", "update", "patch", "delete"].contains(info.verb) || ["watch"].contains(info.verb) else {
+            throw APIError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+        }
+        switch info.verb {
+        case "get":
+            let consistent = request.query["resourceVersion"] != "0"
+            return .object(status: 200, try await storage.get(resource, namespace: namespace, name: info.name!, consistent: consistent))
+        case "list":
+            return .object(status: 200, try await list(resource, namespace: namespace, request.query))
+        case "watch":
+            return try await watchResource(resource, namespace: namespace, name: info.name, request.query)
+        case "create":
+            let body = try Self.decodeBody(request.body)
+            let prepared = try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
+            if request.query["dryRun"] == "All" { return .object(status: 201, prepared) }
+            let name = prepared.metadata("name")?.stringValue ?? ""
+            return .object(status: 201, try await storage.create(resource, namespace: namespace, name: name, object: prepared))
+        case "update":
+            let body = try Self.decodeBody(request.body)
+            let name = info.name!
+            let existing = try await storage.get(resource, namespace: namespace, name: name)
+            let prepared = try ObjectMetaRules.prepareForUpdate(body, existing: existing, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
+            let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
+            return .object(status: 200, try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version))
+        case "delete":
+            var preconditions = ObjectStorage.Preconditions()
+            if !request.body.isEmpty, let options = try? Self.decodeBody(request.body) {
+                preconditions.uid = options["preconditions"]?["uid"]?.stringValue
+                preconditions.resourceVersion = options["preconditions"]?["resourceVersion"]?.stringValue
+            }
+            return .object(status: 200, try await storage.delete(resource, namespace: namespace, name: info.name!, preconditions: preconditions))
+        default:
+            throw APIError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+        }
+    }
+
+    /// Namespaces and services are named by DNS-1123 labels; the rest by subdomains.
+    static func namesAreLabels(_ resource: ResourceType) -> Bool {
+        resource.group.isEmpty && ["namespaces", "services"].contains(resource.name)
+    }
+
+    static func decodeBody(_ body: [UInt8]) throws(APIError) -> JSONValue {
+        guard !body.isEmpty else { throw APIError.badRequest("the request has no body: it needs the object as JSON") }
+        guard body.count <= bodyBytesMax else {
+            throw APIError(code: 413, reason: "RequestEntityTooLarge", message: "Request entity too large: limit is \(bodyBytesMax)")
+        }
+        do {
+            return try JSONDecoder().decode(JSONValue.self, from: Data(body))
+        } catch {
+            throw APIError.badRequest("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (it does not parse as JSON: \(error))")
+        }
+    }
+
+    func list(_ resource: ResourceType, namespace: String?, _ query: [String: String]) async throws(APIError) -> JSONValue {
+        let labels = try LabelSelector(parsing: query["labelSelector"] ?? "")
+        let fields = try FieldSelector(parsing: query["fieldSelector"] ?? "", kind: resource.kind)
+        guard let limit = Int64(query["limit"] ?? "0"), limit >= 0 else { throw APIError.badRequest("limit must be a non-negative integer") }
+        let filter: ((JSONValue) -> Bool)? = labels.requirements.isEmpty && fields.requirements.isEmpty ? nil : { labels.matches(object: $0) && fields.matches(object: $0) }
+        let continueToken = query["continue"].flatMap { $0.isEmpty ? nil : $0 }
+        let page = try await storage.list(resource, namespace: namespace, limit: limit, continueToken: continueToken,
+                                          consistent: query["resourceVersion"] != "0", filter: filter)
+        var metadata: [String: JSONValue] = ["resourceVersion": .string(String(page.resourceVersion))]
+        if let token = page.continueToken { metadata["continue"] = .string(token) }
+        if let remaining = page.remainingItemCount { metadata["remainingItemCount"] = .integer(remaining) }
+        return .object([
+            "kind": .string("\(resource.kind)List"), "apiVersion": .string(resource.apiVersion),
+            "metadata": .object(metadata), "items": .array(page.items.map { Self.withKind($0, resource) }),
+        ])
+    }
+
+    /// Items of a list carry their kind and apiVersion, as Kubernetes stores and serves them.
+    static func withKind(_ object: JSONValue, _ resource: ResourceType) -> JSONValue {
+        guard case .object(var fields) = object else { return object }
+        fields["kind"] = .string(resource.kind)
+        fields["apiVersion"] = .string(resource.apiVersion)
+        return .object(fields)
+    }
+
+    /// A watch from `resourceVersion` (changes after it), or, without one (or "0"), Kubernetes'
+    /// "get state and start at most recent": ADDED for every current object, then the changes.
+    func watchResource(_ resource: ResourceType, namespace: String?, name: String?, _ query: [String: String]) async throws(APIError) -> APIResponse {
+        let given = query["resourceVersion"] ?? ""
+        var initial: [ObjectEvent] = []
+        var from: Int64
+        if given.isEmpty || given == "0" {
+            let page = try await storage.list(resource, namespace: namespace)
+            initial = page.items.filter { name == nil || $0.metadata("name")?.stringValue == name }.map { .added(Self.withKind($0, resource)) }
+            from = page.resourceVersion
+        } else {
+            guard let version = Int64(given), version > 0 else { throw APIError.badRequest("resourceVersion \"\(given)\" is not a resource version") }
+            from = version
+        }
+        let progress = query["allowWatchBookmarks"] == "true"
+        let watch = try await storage.watch(resource, namespace: namespace, after: from, progressNotify: progress)
+        return .watch(watch, initial: initial)
+    }
+
+    func discovery(_ request: APIRequest, _ info: RequestInfo) throws(APIError) -> APIResponse {
+        guard request.method == "GET" || request.method == "HEAD" else {
+            throw APIError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+        }
+        let parts = request.path.split(separator: "/").map(String.init)
+        switch parts {
+        case ["version"]: return .object(status: 200, Discovery.version())
+        case ["healthz"], ["livez"], ["readyz"]: return .text(status: 200, "ok")
+        case ["api"]: return .object(status: 200, Discovery.apiVersions(serverAddress: serverAddress))
+        case ["apis"]: return .object(status: 200, Discovery.groupList(resources))
+        case _ where parts.count == 2 && parts[0] == "api":
+            if let list = Discovery.resourceList(group: "", version: parts[1], resources) { return .object(status: 200, list) }
+        case _ where parts.count == 2 && parts[0] == "apis":
+            if let group = Discovery.group(parts[1], resources) { return .object(status: 200, group) }
+        case _ where parts.count == 3 && parts[0] == "apis":
+            if let list = Discovery.resourceList(group: parts[1], version: parts[2], resources) { return .object(status: 200, list) }
+        default: break
+        }
+        throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+    }
+}
