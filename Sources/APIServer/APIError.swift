@@ -94,6 +94,12 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         APIError(code: 410, reason: "Expired", message: message)
     }
 
+    /// A path or resource the server does not serve (kube-apiserver's generic 404).
+    public static let noSuchResource = APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+
+    /// A verb the resource does not take.
+    public static let methodNotAllowed = APIError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+
     public static func badRequest(_ message: String) -> APIError {
         APIError(code: 400, reason: "BadRequest", message: message)
     }

@@ -57,23 +57,23 @@ public struct APIHandler: Sendable {
     func route(_ request: APIRequest) async throws(APIError) -> APIResponse {
         let watch = ["1", "true"].contains(request.query["watch"] ?? "")
         guard let info = RequestInfo(method: request.method, path: request.path, watch: watch) else {
-            throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+            throw APIError.noSuchResource
         }
         guard info.isResourceRequest else { return try discovery(request, info) }
         guard let resource = resources.first(where: { $0.group == info.group && $0.version == info.version && $0.name == info.resource }) else {
-            throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+            throw APIError.noSuchResource
         }
         if info.subresource != nil {
-            throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource (subresources come with their handlers)")
+            throw APIError.noSuchResource
         }
         if resource.namespaced && info.namespace == nil && !["list", "watch"].contains(info.verb) {
-            throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+            throw APIError.noSuchResource
         }
         let namespace = resource.namespaced ? info.namespace : nil
         // A name for get, update, patch and delete; none for create (POST to a name is a subresource's).
         let named = info.name != nil
         guard resource.verbs.contains(info.verb), named == ["get", "update", "patch", "delete"].contains(info.verb) || ["watch"].contains(info.verb) else {
-            throw APIError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+            throw APIError.methodNotAllowed
         }
         switch info.verb {
         case "get":
@@ -104,7 +104,7 @@ public struct APIHandler: Sendable {
             }
             return .object(status: 200, try await storage.delete(resource, namespace: namespace, name: info.name!, preconditions: preconditions))
         default:
-            throw APIError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+            throw APIError.methodNotAllowed
         }
     }
 
@@ -171,7 +171,7 @@ public struct APIHandler: Sendable {
 
     func discovery(_ request: APIRequest, _ info: RequestInfo) throws(APIError) -> APIResponse {
         guard request.method == "GET" || request.method == "HEAD" else {
-            throw APIError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
+            throw APIError.methodNotAllowed
         }
         let parts = request.path.split(separator: "/").map(String.init)
         switch parts {
@@ -187,6 +187,6 @@ public struct APIHandler: Sendable {
             if let list = Discovery.resourceList(group: parts[1], version: parts[2], resources) { return .object(status: 200, list) }
         default: break
         }
-        throw APIError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+        throw APIError.noSuchResource
     }
 }

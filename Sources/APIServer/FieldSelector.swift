@@ -1,3 +1,4 @@
+import Foundation
 import Resources
 
 /// A field selector (`?fieldSelector=spec.nodeName=node1,status.phase!=Succeeded`): equality
@@ -40,7 +41,7 @@ public struct FieldSelector: Sendable, Equatable {
         var requirements: [Requirement] = []
         let allowed = Self.commonFields + (Self.fieldsByKind[kind] ?? [])
         for part in Self.split(text) {
-            let term = part.trimmingCharacters(in: " ")
+            let term = part.trimmingCharacters(in: .whitespaces)
             if term.isEmpty { continue }
             let requirement: Requirement
             if let range = term.range(of: "!=") {
@@ -101,14 +102,5 @@ public struct FieldSelector: Sendable, Equatable {
         case .number(let value): return String(value)
         default: return ""
         }
-    }
-}
-
-extension StringProtocol {
-    func trimmingCharacters(in set: Character) -> String {
-        var text = Substring(self)
-        while text.first == set { text = text.dropFirst() }
-        while text.last == set { text = text.dropLast() }
-        return String(text)
     }
 }

@@ -40,17 +40,8 @@ public enum ObjectMetaRules {
     /// generation 1; drops what a client may not set (resourceVersion, deletionTimestamp,
     /// selfLink). Refusals: 400 for a body of another kind or namespace, 422 naming each field.
     public static func prepareForCreate(_ body: JSONValue, _ context: Context) throws(APIError) -> JSONValue {
-        guard case .object = body else { throw APIError.badRequest("the body of the request is not a JSON object") }
         try checkKind(body, context.resource)
-        var object = body
-        if let namespace = context.namespace {
-            if let given = object.metadata("namespace")?.stringValue, !given.isEmpty, given != namespace {
-                throw APIError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
-            }
-            object.setMetadata("namespace", .string(namespace))
-        } else {
-            object.setMetadata("namespace", nil)
-        }
+        var object = try placed(body, in: context.namespace)
         var name = object.metadata("name")?.stringValue ?? ""
         if name.isEmpty, let prefix = object.metadata("generateName")?.stringValue, !prefix.isEmpty {
             // Kubernetes cuts the prefix so that prefix + suffix fits 63 characters.
@@ -61,10 +52,7 @@ public enum ObjectMetaRules {
         object.setMetadata("creationTimestamp", .string(Timestamp(context.now).text))
         object.setMetadata("generation", .integer(1))
         for serverOwned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] { object.setMetadata(serverOwned, nil) }
-        let causes = metadataProblems(object, context)
-        if !causes.isEmpty {
-            throw APIError.invalid(kind: context.resource.kind, group: context.resource.group, name: name, causes: causes)
-        }
+        try checkMetadata(object, name: name, context)
         return object
     }
 
@@ -72,20 +60,13 @@ public enum ObjectMetaRules {
     /// change (uid, creationTimestamp, generation unless the spec changed, deletion fields);
     /// the name and namespace must be the URL's.
     public static func prepareForUpdate(_ body: JSONValue, existing: JSONValue, _ context: Context) throws(APIError) -> JSONValue {
-        guard case .object = body else { throw APIError.badRequest("the body of the request is not a JSON object") }
         try checkKind(body, context.resource)
-        var object = body
         let name = existing.metadata("name")?.stringValue ?? ""
-        let givenName = object.metadata("name")?.stringValue ?? ""
+        let givenName = body.metadata("name")?.stringValue ?? ""
         if givenName != name {
             throw APIError.badRequest("the name of the object (\(givenName)) does not match the name on the URL (\(name))")
         }
-        if let namespace = context.namespace {
-            if let given = object.metadata("namespace")?.stringValue, !given.isEmpty, given != namespace {
-                throw APIError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
-            }
-            object.setMetadata("namespace", .string(namespace))
-        }
+        var object = try placed(body, in: context.namespace)
         for kept in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] { object.setMetadata(kept, existing.metadata(kept)) }
         object.setMetadata("selfLink", nil)
         // metadata.generation moves when the spec does (what controllers' observedGeneration follows).
@@ -93,16 +74,37 @@ public enum ObjectMetaRules {
         if case .integer(let current) = existing.metadata("generation") { generation = current }
         if object["spec"] != existing["spec"] { generation += 1 }
         object.setMetadata("generation", .integer(generation))
-        let causes = metadataProblems(object, context)
-        if !causes.isEmpty {
-            throw APIError.invalid(kind: context.resource.kind, group: context.resource.group, name: name, causes: causes)
+        try checkMetadata(object, name: name, context)
+        return object
+    }
+
+    /// The object in the URL's namespace: a namespace of its own must be that one (400 in
+    /// kube-apiserver's words); a cluster-scoped object has none.
+    static func placed(_ body: JSONValue, in namespace: String?) throws(APIError) -> JSONValue {
+        var object = body
+        if let namespace {
+            if let given = object.metadata("namespace")?.stringValue, !given.isEmpty, given != namespace {
+                throw APIError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
+            }
+            object.setMetadata("namespace", .string(namespace))
+        } else {
+            object.setMetadata("namespace", nil)
         }
         return object
     }
 
-    /// The body's kind and apiVersion, if given, must be the URL's resource's (400 otherwise, in
-    /// kube-apiserver's words).
+    /// 422 with every wrong field of the metadata, or nothing.
+    static func checkMetadata(_ object: JSONValue, name: String, _ context: Context) throws(APIError) {
+        let causes = metadataProblems(object, context)
+        if !causes.isEmpty {
+            throw APIError.invalid(kind: context.resource.kind, group: context.resource.group, name: name, causes: causes)
+        }
+    }
+
+    /// The body must be an object whose kind and apiVersion, if given, are the URL's resource's
+    /// (400 otherwise, in kube-apiserver's words).
     static func checkKind(_ body: JSONValue, _ resource: ResourceType) throws(APIError) {
+        guard case .object = body else { throw APIError.badRequest("the body of the request is not a JSON object") }
         if let apiVersion = body["apiVersion"]?.stringValue, !apiVersion.isEmpty, apiVersion != resource.apiVersion {
             throw APIError.badRequest("the API version in the data (\(apiVersion)) does not match the expected API version (\(resource.apiVersion))")
         }

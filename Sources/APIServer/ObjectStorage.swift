@@ -36,8 +36,7 @@ public struct ObjectStorage: Sendable {
         } catch {
             throw .internalError("the stored object at \(String(decoding: kv.key, as: UTF8.self)) does not decode: \(error)")
         }
-        object.setMetadata("resourceVersion", .string(String(kv.modRevision)))
-        return object
+        return object.atRevision(kv.modRevision)
     }
 
     static func call<T>(_ body: () async throws(StoreError) -> T) async throws(APIError) -> T {
@@ -59,9 +58,7 @@ public struct ObjectStorage: Sendable {
                                  success: [.put(PutRequest(key: key, value: value, lease: lease))])
         let response = try await Self.call { () throws(StoreError) in try await store.txn(request) }
         guard response.succeeded else { throw .alreadyExists(resource, name: name) }
-        var stored = object
-        stored.setMetadata("resourceVersion", .string(String(response.header.revision)))
-        return stored
+        return object.atRevision(response.header.revision)
     }
 
     /// The object, from a linearizable read (or this member's view when `consistent` is false:
@@ -95,9 +92,7 @@ public struct ObjectStorage: Sendable {
             guard case .range(let existing) = response.responses.first, !existing.kvs.isEmpty else { throw .notFound(resource, name: name) }
             throw .conflict(resource, name: name)
         }
-        var stored = object
-        stored.setMetadata("resourceVersion", .string(String(response.header.revision)))
-        return stored
+        return object.atRevision(response.header.revision)
     }
 
     /// Reads, transforms and writes back until the write lands on the version it read
@@ -148,9 +143,7 @@ public struct ObjectStorage: Sendable {
                                      success: [.deleteRange(DeleteRangeRequest(key: key))])
             let response = try await Self.call { () throws(StoreError) in try await store.txn(request) }
             guard response.succeeded else { continue }
-            var deleted = current
-            deleted.setMetadata("resourceVersion", .string(String(response.header.revision)))
-            return deleted
+            return current.atRevision(response.header.revision)
         }
         throw .conflict(resource, name: name, why: "too many concurrent changes; try again")
     }
@@ -272,6 +265,13 @@ extension JSONValue {
     /// `metadata.KEY` of an object.
     public func metadata(_ key: String) -> JSONValue? {
         self["metadata"]?[key]
+    }
+
+    /// The object with `metadata.resourceVersion` set to `revision`.
+    func atRevision(_ revision: Int64) -> JSONValue {
+        var object = self
+        object.setMetadata("resourceVersion", .string(String(revision)))
+        return object
     }
 
     /// Sets (or with nil removes) `metadata.KEY`, making `metadata` if there is none.

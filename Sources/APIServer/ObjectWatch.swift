@@ -85,9 +85,7 @@ public struct ObjectWatch: AsyncSequence, Sendable {
                 guard let previous = event.prevKv else {
                     throw APIError.internalError("a deletion without the object it deleted (its last version is compacted away)")
                 }
-                var object = try ObjectStorage.decode(previous)
-                object.setMetadata("resourceVersion", .string(String(event.kv.modRevision)))
-                return .deleted(object)
+                return .deleted(try ObjectStorage.decode(previous).atRevision(event.kv.modRevision))
             }
         }
     }

@@ -55,6 +55,7 @@ public struct RequestInfo: Sendable, Equatable {
         default: return nil
         }
         switch method.uppercased() {
+        // A GET with ?watch=1 is a watch, of a collection or (by name) of one object.
         case "GET", "HEAD": verb = watch ? "watch" : (name == nil ? "list" : "get")
         case "POST": verb = "create"
         case "PUT": verb = "update"
@@ -62,9 +63,6 @@ public struct RequestInfo: Sendable, Equatable {
         case "DELETE": verb = name == nil ? "deletecollection" : "delete"
         default: verb = method.lowercased()
         }
-        // Kubernetes names lists and watches of one object by a fieldSelector; a GET of a name
-        // with ?watch=1 is a watch of that object.
-        if watch && method.uppercased() == "GET" { verb = "watch" }
         for segment in [namespace, name, subresource].compactMap({ $0 }) where segment.isEmpty { return nil }
     }
 

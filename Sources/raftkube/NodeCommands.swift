@@ -92,8 +92,8 @@ struct InitCommand: AsyncParsableCommand {
 
     func run() async throws {
         try node.checkFresh(caHash: nil)
-        guard let ttl = StoreCommand.duration(tokenTtl), ttl > .zero else { throw ValidationError("--token-ttl: '\(tokenTtl)' is not a duration like 24h or 30m") }
-        guard let controlPlaneTTL = StoreCommand.duration(controlPlaneTokenTtl), controlPlaneTTL > .zero else {
+        guard let ttl = StoreNode.duration(tokenTtl), ttl > .zero else { throw ValidationError("--token-ttl: '\(tokenTtl)' is not a duration like 24h or 30m") }
+        guard let controlPlaneTTL = StoreNode.duration(controlPlaneTokenTtl), controlPlaneTTL > .zero else {
             throw ValidationError("--control-plane-token-ttl: '\(controlPlaneTokenTtl)' is not a duration like 2h or 30m")
         }
         guard (1...5).contains(votersMax) else { throw ValidationError("--voters-max must be 1 to 5") }

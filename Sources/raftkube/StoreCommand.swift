@@ -86,9 +86,6 @@ struct StoreCommand: AsyncParsableCommand {
         LoggingOnce.bootstrap
     }
 
-    /// An etcd-style duration: a number and one of ms, s, m, h.
-    static func duration(_ text: String) -> Duration? { StoreNode.duration(text) }
-
     /// The certificate/key/CA option triple as files, nil when none is given; a partial triple
     /// is a usage error.
     static func tlsFiles(certificate: String?, key: String?, ca: String?, options: String) throws -> StoreMemberConfiguration.TLSFiles? {
@@ -102,7 +99,7 @@ struct StoreCommand: AsyncParsableCommand {
     /// The member these flags describe.
     func configuration() throws -> StoreMemberConfiguration {
         guard ["new", "existing"].contains(initialClusterState) else { throw ValidationError("--initial-cluster-state must be new or existing") }
-        guard let progressInterval = Self.duration(experimentalWatchProgressNotifyInterval), progressInterval > .zero else {
+        guard let progressInterval = StoreNode.duration(experimentalWatchProgressNotifyInterval), progressInterval > .zero else {
             throw ValidationError("--experimental-watch-progress-notify-interval: '\(experimentalWatchProgressNotifyInterval)' is not a duration like 10m, 5s or 500ms")
         }
         var configuration = StoreMemberConfiguration(name: name, dataDirectory: dataDir, listenClientURL: listenClientUrls,

@@ -56,7 +56,7 @@ struct TokenCommand: AsyncParsableCommand {
         func run() async throws {
             let seconds: Double
             if let ttl {
-                guard let duration = StoreCommand.duration(ttl), duration > .zero else { throw ValidationError("--ttl: '\(ttl)' is not a duration like 24h or 30m") }
+                guard let duration = StoreNode.duration(ttl), duration > .zero else { throw ValidationError("--ttl: '\(ttl)' is not a duration like 24h or 30m") }
                 seconds = Double(duration.components.seconds)
             } else {
                 seconds = controlPlane ? BootstrapTokens.controlPlaneTTLSeconds : BootstrapTokens.workerTTLSeconds
