@@ -5,6 +5,7 @@ import KVStore
 import Logging
 import Node
 import Store
+import Synchronization
 import Testing
 
 /// The store interface (``KeyValueStore``) on a real member assembled in this process by
@@ -17,9 +18,31 @@ struct EmbeddedStoreTests {
     static func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
     /// Runs a one-member node (heartbeats every 10 ms) until `body` returns; `adjust` changes
-    /// its configuration first.
+    /// its configuration first. A node that fails by itself (a listener whose port was taken
+    /// between choosing it and binding it, by a parallel test or an outgoing connection) is
+    /// started again on other ports, up to three times; a failure of `body` is not retried.
     static func withNode<Result: Sendable>(_ adjust: (inout StoreMemberConfiguration) -> Void = { _ in },
                                            _ body: @escaping @Sendable (StoreNode) async throws -> Result) async throws -> Result {
+        for attempt in 1...3 {
+            let nodeFailure = NodeFailure()
+            do {
+                return try await withNodeOnce(adjust, nodeFailure: nodeFailure, body)
+            } catch {
+                guard attempt < 3, let cause = nodeFailure.error.withLock({ $0 }) else { throw error }
+                print("node failed by itself (\(cause)); starting it again on other ports")
+            }
+        }
+        throw NodeError("unreachable")
+    }
+
+    /// How the node of one attempt failed by itself, if it did.
+    final class NodeFailure: Sendable {
+        let error = Mutex<(any Error)?>(nil)
+    }
+
+    private static func withNodeOnce<Result: Sendable>(_ adjust: (inout StoreMemberConfiguration) -> Void,
+                                                       nodeFailure: NodeFailure,
+                                                       _ body: @escaping @Sendable (StoreNode) async throws -> Result) async throws -> Result {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("embedded-store-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let peerURL = "http://127.0.0.1:\(try FreePort.next())"
@@ -30,7 +53,12 @@ struct EmbeddedStoreTests {
         let node = try StoreNode.make(configuration, logger: quiet)
         return try await withThrowingTaskGroup(of: Result?.self) { group in
             group.addTask {
-                try await node.run(signals: false)
+                do {
+                    try await node.run(signals: false)
+                } catch where !(error is CancellationError) {
+                    nodeFailure.error.withLock { $0 = error }
+                    throw error
+                }
                 return nil
             }
             group.addTask {
