@@ -35,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.35.0"),
         // A binary heap for the leader's lease deadlines (already in the graph through swift-nio).
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        // The API server's HTTPS listener (HTTP/2 with ALPN, and HTTP/1.1).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0"),
     ],
     targets: [
         // The consensus algorithm as a pure, deterministic state machine: stdlib only.
@@ -118,16 +120,32 @@ let package = Package(
         // Kubernetes' API types (core, apps, batch, coordination, discovery, rbac, authorization,
         // autoscaling, policy, meta; generated from v1.33's definitions by cluster/generate-resources
         // and committed) and the untyped values they hold (JSONValue, Quantity, IntOrString, Timestamp).
-        .target(name: "Resources", exclude: ["Schema"]),
+        .target(name: "Resources"),
         // The Kubernetes API server over the store: objects under /registry/ (ObjectStorage), with
         // Kubernetes' errors (APIError -> Status).
         .target(name: "APIServer", dependencies: ["KVStore", "Resources", "Store"]),
+        // The API server's HTTPS shell (Hummingbird 2): TLS with the cluster's certificates, the
+        // user from the client certificate, bodies within their limit, watches as JSON lines.
+        .target(
+            name: "APIServerHTTP",
+            dependencies: [
+                "APIServer", "ClusterPKI", "Resources",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // A node assembled from typed configuration (a store member and what a control-plane node
         // runs beside it), so that the CLI only parses arguments and tests start nodes in-process.
         .target(
             name: "Node",
             dependencies: [
-                "ClusterPKI", "EtcdServer", "KVStore", "Raft", "RaftRuntime", "Store",
+                "APIServer", "APIServerHTTP", "ClusterPKI", "EtcdServer", "KVStore", "Raft", "RaftRuntime", "Store",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -239,8 +257,10 @@ let package = Package(
         .testTarget(
             name: "NodeTests",
             dependencies: [
-                "APIServer", "ClusterHarness", "EtcdServer", "KVStore", "Node", "RaftRuntime", "Resources", "Store",
+                "APIServer", "APIServerHTTP", "ClusterHarness", "ClusterPKI", "EtcdServer", "KVStore", "Node", "RaftRuntime", "Resources", "Store",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
             ]),
         .testTarget(

@@ -100,6 +100,14 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A verb the resource does not take.
     public static let methodNotAllowed = APIError(code: 405, reason: "MethodNotAllowed", message: "the server does not allow this method on the requested resource")
 
+    /// 413: a request body past ``APIHandler/bodyBytesMax`` (Kubernetes' 3 MiB).
+    public static let tooLarge = APIError(code: 413, reason: "RequestEntityTooLarge", message: "Request entity too large: limit is \(APIHandler.bodyBytesMax)")
+
+    /// 415: a body in a media type the server does not read.
+    public static func unsupportedMediaType(_ type: String) -> APIError {
+        APIError(code: 415, reason: "UnsupportedMediaType", message: "the body of the request was in an unknown format - accepted media types include: application/json (not \(type))")
+    }
+
     public static func badRequest(_ message: String) -> APIError {
         APIError(code: 400, reason: "BadRequest", message: message)
     }

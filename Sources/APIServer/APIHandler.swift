@@ -9,12 +9,15 @@ public struct APIRequest: Sendable {
     public var path: String
     public var query: [String: String]
     public var body: [UInt8]
+    /// The body's media type (`Content-Type`), without parameters; nil when not given.
+    public var contentType: String?
 
-    public init(method: String, path: String, query: [String: String] = [:], body: [UInt8] = []) {
+    public init(method: String, path: String, query: [String: String] = [:], body: [UInt8] = [], contentType: String? = nil) {
         self.method = method
         self.path = path
         self.query = query
         self.body = body
+        self.contentType = contentType
     }
 }
 
@@ -23,9 +26,10 @@ public enum APIResponse: Sendable {
     case object(status: Int, JSONValue)
     /// Plain text (`/healthz`'s "ok").
     case text(status: Int, String)
-    case watch(ObjectWatch, initial: [ObjectEvent])
+    /// A watch of `resource`: the `initial` events first, then the watch's.
+    case watch(ObjectWatch, initial: [ObjectEvent], resource: ResourceType)
 
-    static func error(_ error: APIError) -> APIResponse { .object(status: error.code, error.status) }
+    public static func error(_ error: APIError) -> APIResponse { .object(status: error.code, error.status) }
 }
 
 /// The REST semantics of the API server on its storage, without HTTP: routes a request by its
@@ -36,30 +40,46 @@ public struct APIHandler: Sendable {
     public let storage: ObjectStorage
     public var resources: [ResourceType]
     public var serverAddress: String
+    public var authorizer: any Authorizer
+    let openAPI: OpenAPI
 
     /// Kubernetes' limit on a request body (3 MiB); the shell refuses larger ones with 413.
     public static let bodyBytesMax = 3 << 20
 
-    public init(storage: ObjectStorage, resources: [ResourceType] = ServedResources.all, serverAddress: String = "127.0.0.1:6443") {
+    public init(storage: ObjectStorage, resources: [ResourceType] = ServedResources.all, serverAddress: String = "127.0.0.1:6443",
+                authorizer: any Authorizer = MastersAuthorizer()) {
         self.storage = storage
         self.resources = resources
         self.serverAddress = serverAddress
+        self.authorizer = authorizer
+        openAPI = OpenAPI(resources: resources)
     }
 
-    public func handle(_ request: APIRequest) async -> APIResponse {
+    /// Answers `request` from `user` (nil: no credentials, which may read only /version and the
+    /// health checks: 401 otherwise); a user the authorizer refuses gets 403.
+    public func handle(_ request: APIRequest, as user: UserInfo?) async -> APIResponse {
         do {
-            return try await route(request)
+            return try await route(request, as: user)
         } catch {
             return .error(error)
         }
     }
 
-    func route(_ request: APIRequest) async throws(APIError) -> APIResponse {
+    func route(_ request: APIRequest, as user: UserInfo?) async throws(APIError) -> APIResponse {
         let watch = ["1", "true"].contains(request.query["watch"] ?? "")
         guard let info = RequestInfo(method: request.method, path: request.path, watch: watch) else {
+            if user == nil { throw APIError.unauthorized }
             throw APIError.noSuchResource
         }
+        if let user {
+            guard authorizer.allows(user, info) else { throw APIError.forbidden(user, info) }
+        } else if !info.isAnonymousAllowed {
+            throw APIError.unauthorized
+        }
         guard info.isResourceRequest else { return try discovery(request, info) }
+        if let type = request.contentType, !request.body.isEmpty, ["create", "update", "delete"].contains(info.verb), !Self.readableMediaTypes.contains(type) {
+            throw APIError.unsupportedMediaType(type)
+        }
         guard let resource = resources.first(where: { $0.group == info.group && $0.version == info.version && $0.name == info.resource }) else {
             throw APIError.noSuchResource
         }
@@ -108,6 +128,9 @@ public struct APIHandler: Sendable {
         }
     }
 
+    /// The media types request bodies may come in (YAML and patches come with their issue steps).
+    static let readableMediaTypes: Set<String> = ["application/json", "*/*"]
+
     /// Namespaces and services are named by DNS-1123 labels; the rest by subdomains.
     static func namesAreLabels(_ resource: ResourceType) -> Bool {
         resource.group.isEmpty && ["namespaces", "services"].contains(resource.name)
@@ -115,9 +138,7 @@ public struct APIHandler: Sendable {
 
     static func decodeBody(_ body: [UInt8]) throws(APIError) -> JSONValue {
         guard !body.isEmpty else { throw APIError.badRequest("the request has no body: it needs the object as JSON") }
-        guard body.count <= bodyBytesMax else {
-            throw APIError(code: 413, reason: "RequestEntityTooLarge", message: "Request entity too large: limit is \(bodyBytesMax)")
-        }
+        guard body.count <= bodyBytesMax else { throw APIError.tooLarge }
         do {
             return try JSONDecoder().decode(JSONValue.self, from: Data(body))
         } catch {
@@ -125,11 +146,17 @@ public struct APIHandler: Sendable {
         }
     }
 
-    func list(_ resource: ResourceType, namespace: String?, _ query: [String: String]) async throws(APIError) -> JSONValue {
+    /// The label and field selectors of `query` as one test of an object; nil when there are none.
+    static func selectorFilter(_ resource: ResourceType, _ query: [String: String]) throws(APIError) -> (@Sendable (JSONValue) -> Bool)? {
         let labels = try LabelSelector(parsing: query["labelSelector"] ?? "")
         let fields = try FieldSelector(parsing: query["fieldSelector"] ?? "", kind: resource.kind)
+        if labels.requirements.isEmpty && fields.requirements.isEmpty { return nil }
+        return { labels.matches(object: $0) && fields.matches(object: $0) }
+    }
+
+    func list(_ resource: ResourceType, namespace: String?, _ query: [String: String]) async throws(APIError) -> JSONValue {
+        let filter = try Self.selectorFilter(resource, query)
         guard let limit = Int64(query["limit"] ?? "0"), limit >= 0 else { throw APIError.badRequest("limit must be a non-negative integer") }
-        let filter: ((JSONValue) -> Bool)? = labels.requirements.isEmpty && fields.requirements.isEmpty ? nil : { labels.matches(object: $0) && fields.matches(object: $0) }
         let continueToken = query["continue"].flatMap { $0.isEmpty ? nil : $0 }
         let page = try await storage.list(resource, namespace: namespace, limit: limit, continueToken: continueToken,
                                           consistent: query["resourceVersion"] != "0", filter: filter)
@@ -154,19 +181,25 @@ public struct APIHandler: Sendable {
     /// "get state and start at most recent": ADDED for every current object, then the changes.
     func watchResource(_ resource: ResourceType, namespace: String?, name: String?, _ query: [String: String]) async throws(APIError) -> APIResponse {
         let given = query["resourceVersion"] ?? ""
+        let selected = try Self.selectorFilter(resource, query)
+        // A watch of one object by name is a watch of the collection with metadata.name set.
+        var filter = selected
+        if let name {
+            filter = { @Sendable object in object.metadata("name")?.stringValue == name && (selected?(object) ?? true) }
+        }
         var initial: [ObjectEvent] = []
         var from: Int64
         if given.isEmpty || given == "0" {
-            let page = try await storage.list(resource, namespace: namespace)
-            initial = page.items.filter { name == nil || $0.metadata("name")?.stringValue == name }.map { .added(Self.withKind($0, resource)) }
+            let page = try await storage.list(resource, namespace: namespace, filter: filter)
+            initial = page.items.map { .added(Self.withKind($0, resource)) }
             from = page.resourceVersion
         } else {
             guard let version = Int64(given), version > 0 else { throw APIError.badRequest("resourceVersion \"\(given)\" is not a resource version") }
             from = version
         }
         let progress = query["allowWatchBookmarks"] == "true"
-        let watch = try await storage.watch(resource, namespace: namespace, after: from, progressNotify: progress)
-        return .watch(watch, initial: initial)
+        let watch = try await storage.watch(resource, namespace: namespace, after: from, progressNotify: progress, filter: filter)
+        return .watch(watch, initial: initial, resource: resource)
     }
 
     func discovery(_ request: APIRequest, _ info: RequestInfo) throws(APIError) -> APIResponse {
@@ -179,6 +212,9 @@ public struct APIHandler: Sendable {
         case ["healthz"], ["livez"], ["readyz"]: return .text(status: 200, "ok")
         case ["api"]: return .object(status: 200, Discovery.apiVersions(serverAddress: serverAddress))
         case ["apis"]: return .object(status: 200, Discovery.groupList(resources))
+        case ["openapi", "v3"]: return .object(status: 200, openAPI.root())
+        case _ where parts.count >= 3 && parts[0] == "openapi" && parts[1] == "v3":
+            if let document = openAPI.document(parts.dropFirst(2).joined(separator: "/")) { return .object(status: 200, document) }
         case _ where parts.count == 2 && parts[0] == "api":
             if let list = Discovery.resourceList(group: "", version: parts[1], resources) { return .object(status: 200, list) }
         case _ where parts.count == 2 && parts[0] == "apis":

@@ -84,7 +84,10 @@ public enum Discovery {
 
     /// `/version`: what kubectl's `version` prints and the dispatcher at /usr/bin/kubectl reads
     /// to pick its kubectl.
-    public static func version(gitVersion: String = "v1.33.0-raftkube", gitCommit: String = "") -> JSONValue {
+    /// The Kubernetes version whose API is served.
+    public static let gitVersion = "v1.33.0-raftkube"
+
+    public static func version(gitVersion: String = Discovery.gitVersion, gitCommit: String = "") -> JSONValue {
         .object([
             "major": .string("1"), "minor": .string("33"), "gitVersion": .string(gitVersion), "gitCommit": .string(gitCommit),
             "gitTreeState": .string("clean"), "buildDate": .string("2026-12-03T00:00:00Z"), "goVersion": .string("swift6.3"),

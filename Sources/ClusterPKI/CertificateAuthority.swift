@@ -21,6 +21,9 @@ public struct CertificateAuthority: Sendable {
     /// Organization of node (kubelet) certificates, as Kubernetes names it: every node has one,
     /// a worker has nothing else. Neither the peer port nor the store API accepts it.
     public static let nodeOrganization = "system:nodes"
+    /// Organization of API servers' serving certificates (server authentication only: such a
+    /// certificate is no client of anything).
+    public static let apiServerOrganization = "raftkube:apiservers"
     /// The organizations the store's client API (etcd v3) accepts: members forwarding to each
     /// other, API servers and the administrator; nothing else reads or writes the store.
     public static let storeAPIOrganizations: Set<String> = [peerOrganization, storeClientOrganization, adminOrganization]
@@ -68,6 +71,9 @@ public struct CertificateAuthority: Sendable {
         /// A node's kubelet (`system:nodes`): serves and connects, but is accepted by neither the
         /// peer port nor the store API. A worker node holds only this.
         case node
+        /// A control-plane node's API server, serving HTTPS (port 6443) under the node's names and
+        /// addresses and the `kubernetes` Service's.
+        case apiServer
         /// A client such as the administrator: `organization` is its group.
         case client(organization: String)
     }
@@ -96,6 +102,9 @@ public struct CertificateAuthority: Sendable {
         case .node:
             organization = Self.nodeOrganization
             usages = [.serverAuth, .clientAuth]
+        case .apiServer:
+            organization = Self.apiServerOrganization
+            usages = [.serverAuth]
         case .client(let group):
             organization = group
             usages = [.clientAuth]

@@ -13,7 +13,8 @@ public enum CertificateRenewal {
 
     /// The node's renewable certificates that exist, by name.
     public static func files(_ paths: NodePaths) -> [(name: String, path: String)] {
-        [("peer", paths.peerCertificate), ("store-client", paths.storeClientCertificate), ("node", paths.nodeCertificate), ("admin", paths.adminCertificate)]
+        [("peer", paths.peerCertificate), ("store-client", paths.storeClientCertificate), ("node", paths.nodeCertificate), ("admin", paths.adminCertificate),
+         ("apiserver", paths.apiServerCertificate)]
             .filter { FileManager.default.fileExists(atPath: $0.1) }
     }
 
@@ -59,6 +60,8 @@ public enum CertificateRenewal {
             profile = .storeClient(memberID: member)
         } else if organizations.contains(CertificateAuthority.nodeOrganization) {
             profile = .node
+        } else if organizations.contains(CertificateAuthority.apiServerOrganization) {
+            profile = .apiServer
         } else if let organization = organizations.first {
             profile = .client(organization: organization)
         } else {

@@ -21,6 +21,9 @@ public struct NodeConfig: Codable, Sendable {
     /// The CA this node belongs to: a data directory of another cluster is refused.
     public var caHash: String
     public var votersMax: Int
+    /// The API server's HTTPS port (nil in configurations written before it: 6443).
+    public var apiPort: Int?
+    public var apiServerPort: Int { apiPort ?? 6443 }
 
     public init(clusterName: String, clusterToken: String, nodeName: String, advertiseAddress: String, clientPort: Int, peerPort: Int,
                 joinPort: Int, worker: Bool, initialCluster: String, initialClusterState: String, caHash: String, votersMax: Int) {
@@ -74,7 +77,9 @@ public struct NodeConfig: Codable, Sendable {
 /// - `store-client`: the API server's client of the store (`raftkube:store-clients`);
 /// - `node`: the kubelet's identity (`system:nodes`, CN `system:node:NAME`), on every node; a
 ///   worker holds only this and the CA certificate, never the CA key;
-/// - `admin`: the administrator (`system:masters`), written by `init`.
+/// - `admin`: the administrator (`system:masters`), written by `init`;
+/// - `apiserver`: the API server's serving certificate (`raftkube:apiservers`, server only),
+///   issued on a control-plane node's start when it has none.
 public struct NodePaths: Sendable {
     public let dataDir: String
     public init(dataDir: String) { self.dataDir = dataDir }
@@ -89,6 +94,8 @@ public struct NodePaths: Sendable {
     public var nodeKey: String { "\(pki)/node.key" }
     public var adminCertificate: String { "\(pki)/admin.crt" }
     public var adminKey: String { "\(pki)/admin.key" }
+    public var apiServerCertificate: String { "\(pki)/apiserver.crt" }
+    public var apiServerKey: String { "\(pki)/apiserver.key" }
     public var adminConfig: String { "\(dataDir)/admin.conf" }
     public var store: String { "\(dataDir)/store" }
 
@@ -106,8 +113,32 @@ public struct NodePaths: Sendable {
     }
 }
 
+extension NodePaths {
+    /// The names an API server's certificate carries: the node's, `localhost`, and the
+    /// `kubernetes` Service's DNS names (pods reach the API through it).
+    public static func apiServerDNSNames(node: String) -> [String] {
+        [node, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+    }
+
+    /// Issues the API server's serving certificate when there is none, or when the one there
+    /// lacks `address` (the node moved): the node's names and address, loopback, and the
+    /// `kubernetes` Service's first address of the service range (10.96.0.1).
+    public func ensureAPIServerCertificate(ca: CertificateAuthority, name: String, address: String) throws {
+        if let existing = try? PEMFiles.certificates(apiServerCertificate).first,
+           (try? PEMFiles.privateKey(apiServerKey))?.publicKey == existing.publicKey,
+           let names = try? existing.extensions.subjectAlternativeNames,
+           names.contains(where: { if case .ipAddress(let bytes) = $0 { CertificateRenewal.ipAddressText(Array(bytes.bytes)) == address } else { false } }) {
+            return
+        }
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        try PEMFiles.write([try ca.issue(profile: .apiServer, commonName: "raftkube-apiserver \(name)", dnsNames: Self.apiServerDNSNames(node: name),
+                                         ipAddresses: Array(Set([address, "127.0.0.1", "10.96.0.1"])).sorted(), publicKey: key.publicKey)], to: apiServerCertificate)
+        try PEMFiles.write(key, to: apiServerKey)
+    }
+}
+
 /// The administrator's client configuration, in kubeconfig's format (what kubectl reads; the API
-/// server comes later; until then its server URL names the port the API server will have).
+/// server listens on 6443 of every control-plane node).
 public enum AdminConfig {
     public static func kubeconfig(clusterName: String, server: String, ca: Certificate, certificate: Certificate, key: Certificate.PrivateKey) throws -> String {
         func base64(_ pem: String) -> String { Data(pem.utf8).base64EncodedString() }

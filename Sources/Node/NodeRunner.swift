@@ -5,8 +5,8 @@ import Logging
 import ServiceLifecycle
 
 /// Runs a node from its saved configuration: on control-plane nodes the store member with
-/// mutual TLS everywhere, the join endpoint, the learner promoter, the token janitor and the
-/// certificate renewer; nothing yet on workers. (The executable sets up logging first.)
+/// mutual TLS everywhere, the join endpoint, the learner promoter, the token janitor, the
+/// certificate renewer and the API server; nothing yet on workers. (The executable sets up logging first.)
 public enum NodeRunner {
     /// The store member of a control-plane node, from its configuration and its files.
     public static func storeConfiguration(_ config: NodeConfig, paths: NodePaths) -> StoreMemberConfiguration {
@@ -52,6 +52,7 @@ public enum NodeRunner {
             TokenJanitor(store: node.store, isLeader: { member.runtime.observed.withLockedValue { $0.isLeader } }, logger: node.logger),
             CertificateRenewer(paths: paths, clusterName: config.clusterName, interval: certificateCheckInterval, logger: node.logger),
         ]
+        services += try APIServerServices.make(config, paths: paths, store: node.store, authority: authority, logger: node.logger)
         if let afterStart { services.append(OneShot(store: node.store, logger: node.logger, body: afterStart)) }
         try await node.run(with: services)
     }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Any JSON value: what Kubernetes leaves untyped (`RawExtension`, `FieldsV1`, a patch), and the
 /// tree the API server checks a request body in before it decodes it into its type.
 public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
@@ -52,9 +54,21 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
         return nil
     }
 
+    public var arrayValue: [JSONValue]? {
+        if case .array(let values) = self { values } else { nil }
+    }
+
     public var objectValue: [String: JSONValue]? {
         if case .object(let value) = self { return value }
         return nil
+    }
+
+    /// The value as JSON text (UTF-8), slashes unescaped.
+    public var jsonBytes: [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .withoutEscapingSlashes
+        // Every JSONValue encodes (its numbers came from JSON, so they are finite).
+        return (try? Array(encoder.encode(self))) ?? Array("null".utf8)
     }
 
     /// The JSON type's name, as Kubernetes' decoding errors say it.

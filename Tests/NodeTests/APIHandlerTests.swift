@@ -9,6 +9,7 @@ import Testing
 @Suite("REST requests on the store")
 struct APIHandlerTests {
     static func json(_ text: String) -> [UInt8] { Array(text.utf8) }
+    static let admin = UserInfo(name: "admin", groups: [UserInfo.mastersGroup])
 
     static func object(_ response: APIResponse) -> (status: Int, body: JSONValue)? {
         if case .object(let status, let body) = response { return (status, body) }
@@ -21,38 +22,38 @@ struct APIHandlerTests {
     func crud() async throws {
         try await EmbeddedStoreTests.withNode { node in
             let api = APIHandler(storage: ObjectStorage(store: node.store))
-            let created = try #require(Self.object(await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: Self.json(Self.pod)))))
+            let created = try #require(Self.object(await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: Self.json(Self.pod)), as: Self.admin)))
             #expect(created.status == 201)
             #expect(created.body.metadata("namespace") == .string("default") && created.body.metadata("uid") != nil)
             let version = try #require(created.body.metadata("resourceVersion")?.stringValue)
 
-            let got = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods/web"))))
+            let got = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods/web"), as: Self.admin)))
             #expect(got.status == 200 && got.body == created.body)
-            let again = try #require(Self.object(await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: Self.json(Self.pod)))))
+            let again = try #require(Self.object(await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: Self.json(Self.pod)), as: Self.admin)))
             #expect(again.status == 409 && again.body["reason"] == .string("AlreadyExists") && again.body["kind"] == .string("Status"))
 
-            let list = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["labelSelector": "app=web"]))))
+            let list = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["labelSelector": "app=web"]), as: Self.admin)))
             #expect(list.body["kind"] == .string("PodList"))
             guard case .array(let items) = list.body["items"] else { Issue.record("no items"); return }
             #expect(items.count == 1 && items.first?["kind"] == .string("Pod"))
-            let none = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods", query: ["labelSelector": "app=db"]))))
+            let none = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods", query: ["labelSelector": "app=db"]), as: Self.admin)))
             #expect(none.body["items"] == .array([]))
-            let badSelector = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["labelSelector": "app in x"]))))
+            let badSelector = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["labelSelector": "app in x"]), as: Self.admin)))
             #expect(badSelector.status == 400)
-            let byNode = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["fieldSelector": "spec.nodeName=n1"]))))
+            let byNode = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["fieldSelector": "spec.nodeName=n1"]), as: Self.admin)))
             #expect(byNode.body["items"] == .array([]))
 
             var changed = created.body
             changed.setMetadata("labels", .object(["app": .string("web"), "v": .string("2")]))
             let body = Array(try JSONEncoder().encode(changed))
-            let updated = try #require(Self.object(await api.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/default/pods/web", body: body))))
+            let updated = try #require(Self.object(await api.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/default/pods/web", body: body), as: Self.admin)))
             #expect(updated.status == 200 && updated.body.metadata("resourceVersion")?.stringValue != version)
-            let stale = try #require(Self.object(await api.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/default/pods/web", body: body))))
+            let stale = try #require(Self.object(await api.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/default/pods/web", body: body), as: Self.admin)))
             #expect(stale.status == 409 && stale.body["reason"] == .string("Conflict"))
 
-            let deleted = try #require(Self.object(await api.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/pods/web"))))
+            let deleted = try #require(Self.object(await api.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/pods/web"), as: Self.admin)))
             #expect(deleted.status == 200 && deleted.body.metadata("name") == .string("web"))
-            let gone = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods/web"))))
+            let gone = try #require(Self.object(await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods/web"), as: Self.admin)))
             #expect(gone.status == 404 && gone.body["message"] == .string(#"pods "web" not found"#) && gone.body["details"]?["kind"] == .string("pods"))
         }
     }
@@ -62,7 +63,7 @@ struct APIHandlerTests {
         try await EmbeddedStoreTests.withNode { node in
             let api = APIHandler(storage: ObjectStorage(store: node.store))
             func status(_ request: APIRequest) async -> (Int, String?) {
-                guard let answer = Self.object(await api.handle(request)) else { return (-1, nil) }
+                guard let answer = Self.object(await api.handle(request, as: Self.admin)) else { return (-1, nil) }
                 return (answer.status, answer.body["reason"]?.stringValue)
             }
             #expect(await status(APIRequest(method: "GET", path: "/api/v1/namespaces/default/widgets")) == (404, "NotFound"))
@@ -86,15 +87,15 @@ struct APIHandlerTests {
     func discovery() async throws {
         try await EmbeddedStoreTests.withNode { node in
             let api = APIHandler(storage: ObjectStorage(store: node.store))
-            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/api")))?.body["kind"] == .string("APIVersions"))
-            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/apis")))?.body["kind"] == .string("APIGroupList"))
-            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/apis/apps/v1")))?.body["groupVersion"] == .string("apps/v1"))
-            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/version")))?.body["major"] == .string("1"))
-            guard case .text(200, "ok") = await api.handle(APIRequest(method: "GET", path: "/healthz")) else {
+            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/api"), as: Self.admin))?.body["kind"] == .string("APIVersions"))
+            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/apis"), as: Self.admin))?.body["kind"] == .string("APIGroupList"))
+            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/apis/apps/v1"), as: Self.admin))?.body["groupVersion"] == .string("apps/v1"))
+            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/version"), as: Self.admin))?.body["major"] == .string("1"))
+            guard case .text(200, "ok") = await api.handle(APIRequest(method: "GET", path: "/healthz"), as: Self.admin) else {
                 Issue.record("healthz is not a plain ok")
                 return
             }
-            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/nope")))?.status == 404)
+            #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/nope"), as: Self.admin))?.status == 404)
         }
     }
 
@@ -102,18 +103,18 @@ struct APIHandlerTests {
     func watch() async throws {
         try await EmbeddedStoreTests.withNode { node in
             let api = APIHandler(storage: ObjectStorage(store: node.store))
-            _ = await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: Self.json(Self.pod)))
-            guard case .watch(let watch, let initial) = await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods", query: ["watch": "1"])) else {
+            _ = await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: Self.json(Self.pod)), as: Self.admin)
+            guard case .watch(let watch, let initial, _) = await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods", query: ["watch": "1"]), as: Self.admin) else {
                 Issue.record("not a watch")
                 return
             }
             #expect(initial.count == 1 && initial.first?.type == "ADDED")
-            _ = await api.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/pods/web"))
+            _ = await api.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/pods/web"), as: Self.admin)
             var iterator = watch.makeAsyncIterator()
             let next = try await iterator.next()
             #expect(next?.type == "DELETED")
             watch.cancel()
-            let bad = await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["watch": "true", "resourceVersion": "abc"]))
+            let bad = await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["watch": "true", "resourceVersion": "abc"]), as: Self.admin)
             #expect(Self.object(bad)?.status == 400)
         }
     }

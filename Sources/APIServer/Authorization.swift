@@ -1,0 +1,72 @@
+/// Who sent a request, as the shell authenticated it: a client certificate of the cluster CA
+/// names the user (CN) and their groups (O), as kube-apiserver reads them; every authenticated
+/// user is also in `system:authenticated`.
+public struct UserInfo: Sendable, Equatable {
+    public var name: String
+    public var groups: [String]
+
+    public static let authenticatedGroup = "system:authenticated"
+    /// Kubernetes' superuser group (the administrator's certificate is in it).
+    public static let mastersGroup = "system:masters"
+
+    public init(name: String, groups: [String]) {
+        self.name = name
+        self.groups = groups.contains(Self.authenticatedGroup) ? groups : groups + [Self.authenticatedGroup]
+    }
+}
+
+/// Decides whether a user may make a request (by its ``RequestInfo``: verb, group, resource,
+/// subresource, namespace, name; or a non-resource path).
+public protocol Authorizer: Sendable {
+    func allows(_ user: UserInfo, _ request: RequestInfo) -> Bool
+}
+
+/// The authorizer until RBAC is served: `system:masters` may do everything; every other
+/// authenticated user may read only what Kubernetes' bootstrap policy gives everyone
+/// (`system:discovery`, `system:public-info-viewer`: discovery documents, /version, health).
+/// Least power: a kubelet's or anyone else's certificate can touch no object yet.
+public struct MastersAuthorizer: Authorizer {
+    public init() {}
+
+    public func allows(_ user: UserInfo, _ request: RequestInfo) -> Bool {
+        if user.groups.contains(UserInfo.mastersGroup) { return true }
+        return !request.isResourceRequest && request.verb == "get" && Self.isPublic(request.path)
+    }
+
+    /// Discovery and health paths, which any authenticated user may read.
+    static func isPublic(_ path: String) -> Bool {
+        // Under /api and /apis only discovery is a non-resource request.
+        ["api", "apis", "version", "healthz", "livez", "readyz", "openapi"].contains(path.split(separator: "/").first ?? "")
+    }
+}
+
+extension RequestInfo {
+    /// What anonymous clients may read (Kubernetes' `system:public-info-viewer`): /version and
+    /// the health checks; everything else is 401 without credentials.
+    public var isAnonymousAllowed: Bool {
+        guard !isResourceRequest, verb == "get" else { return false }
+        let parts = path.split(separator: "/")
+        return parts.count == 1 && ["version", "healthz", "livez", "readyz"].contains(parts[0])
+    }
+}
+
+extension APIError {
+    /// 401: no credentials, or credentials the server does not accept.
+    public static let unauthorized = APIError(code: 401, reason: "Unauthorized", message: "Unauthorized")
+
+    /// 403 in Kubernetes' words: `pods is forbidden: User "alice" cannot list resource "pods" in
+    /// API group "" in the namespace "default"`, or `forbidden: User "alice" cannot get path "/x"`.
+    public static func forbidden(_ user: UserInfo, _ request: RequestInfo) -> APIError {
+        guard request.isResourceRequest else {
+            return APIError(code: 403, reason: "Forbidden", message: "forbidden: User \"\(user.name)\" cannot \(request.verb) path \"\(request.path)\"",
+                            details: Details())
+        }
+        let resource = request.subresource.map { "\(request.resource)/\($0)" } ?? request.resource
+        let qualified = request.group.isEmpty ? request.resource : "\(request.resource).\(request.group)"
+        let subject = request.name.map { "\(qualified) \"\($0)\"" } ?? qualified
+        let scope = request.namespace.map { "in the namespace \"\($0)\"" } ?? "at the cluster scope"
+        return APIError(code: 403, reason: "Forbidden",
+                        message: "\(subject) is forbidden: User \"\(user.name)\" cannot \(request.verb) resource \"\(resource)\" in API group \"\(request.group)\" \(scope)",
+                        details: Details(name: request.name, group: request.group, kind: request.resource))
+    }
+}

@@ -1,0 +1,31 @@
+import Resources
+
+/// What every cluster has from its start (kube-apiserver's bootstrap controllers): the
+/// namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease`.
+public enum BootstrapObjects {
+    public static let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
+
+    /// A Namespace as Kubernetes makes it: the `kubernetes` finalizer, phase Active.
+    public static func namespace(_ name: String) -> JSONValue {
+        .object([
+            "apiVersion": .string("v1"), "kind": .string("Namespace"),
+            "metadata": .object(["name": .string(name), "labels": .object(["kubernetes.io/metadata.name": .string(name)])]),
+            "spec": .object(["finalizers": .array([.string("kubernetes")])]),
+            "status": .object(["phase": .string("Active")]),
+        ])
+    }
+
+    /// Creates the bootstrap namespaces that are missing (every API server does this as it
+    /// starts; the create's txn on revision 0 makes one win, the others see AlreadyExists).
+    public static func ensure(_ storage: ObjectStorage) async throws(APIError) {
+        guard let resource = ServedResources.find(group: "", version: "v1", name: "namespaces") else { return }
+        for name in namespaces {
+            let object = try ObjectMetaRules.prepareForCreate(namespace(name), .init(resource: resource, namespace: nil, namesAreLabels: true))
+            do {
+                _ = try await storage.create(resource, namespace: nil, name: name, object: object)
+            } catch where error.reason == "AlreadyExists" {
+                continue
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+import APIServer
+import APIServerHTTP
+import ClusterPKI
+import Crypto
+import Foundation
+import Logging
+import Node
+import Resources
+import Store
+import Testing
+import X509
+
+/// The API server over real HTTPS (Hummingbird, TLS with certificates of a CA made for the
+/// test, HTTP/2 and HTTP/1.1) on a member in this process, driven by real clients: kubectl 1.33
+/// and curl.
+@Suite("API server over HTTPS, with kubectl and curl")
+struct APIHTTPTests {
+    static let kubectl = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
+
+    /// What a test gets: the server's URL and a directory holding kubeconfigs and PEM files
+    /// (`admin.conf`: system:masters; `kubelet.conf`: system:node:n1; `stranger.conf`: a
+    /// certificate of another CA), and the handler behind the server.
+    struct Setup: Sendable {
+        let url: String
+        let directory: String
+        let handler: APIHandler
+
+        func config(_ name: String) -> String { "\(directory)/\(name).conf" }
+
+        /// Runs kubectl with `config` (admin by default), its discovery cache in the directory.
+        func kubectl(_ arguments: [String], config name: String = "admin") async throws -> Command.Result {
+            try await Command.run([APIHTTPTests.kubectl, "--kubeconfig", config(name), "--cache-dir", "\(directory)/cache"] + arguments, directory: directory)
+        }
+
+        /// curl with the CA, and the client certificate of `identity` unless nil.
+        func curl(_ arguments: [String], identity: String? = "admin") async throws -> Command.Result {
+            var command = ["/usr/bin/curl", "-sS", "--cacert", "\(directory)/ca.crt"]
+            if let identity { command += ["--cert", "\(directory)/\(identity).crt", "--key", "\(directory)/\(identity).key"] }
+            return try await Command.run(command + arguments, directory: directory)
+        }
+    }
+
+    static func withServer(_ body: @escaping @Sendable (Setup) async throws -> Void) async throws {
+        try await EmbeddedStoreTests.withNode { node in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("api-http-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let ca = try CertificateAuthority.create(clusterName: "test")
+            try PEMFiles.write([ca.certificate], to: "\(directory)/ca.crt")
+            let serverKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
+            let serverCertificate = try ca.issue(profile: .apiServer, commonName: "raftkube-apiserver test", dnsNames: ["localhost"],
+                                                 ipAddresses: ["127.0.0.1"], publicKey: serverKey.publicKey)
+            let identity = TLSIdentity(trust: ClusterTrust(ca: ca.certificate), certificateChain: [serverCertificate], privateKey: serverKey)
+            let handler = APIHandler(storage: ObjectStorage(store: node.store))
+            try await BootstrapObjects.ensure(handler.storage)
+            let (ports, listening) = AsyncStream.makeStream(of: Int.self)
+            let server = try APIHTTPServer(.init(host: "127.0.0.1", port: 0, identity: identity), handler: handler, logger: EmbeddedStoreTests.quiet) { port in
+                listening.yield(port)
+            }
+            let serving = Task { try await server.run() }
+            defer { serving.cancel() }
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw NodeError("the API server did not listen") }
+            let url = "https://127.0.0.1:\(port)"
+            let stranger = try CertificateAuthority.create(clusterName: "other")
+            for (name, authority, organization, commonName) in [("admin", ca, UserInfo.mastersGroup, "admin"),
+                                                                 ("kubelet", ca, CertificateAuthority.nodeOrganization, "system:node:n1"),
+                                                                 ("stranger", stranger, UserInfo.mastersGroup, "admin")] {
+                let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+                let certificate = try authority.issue(profile: .client(organization: organization), commonName: commonName, publicKey: key.publicKey)
+                try PEMFiles.write([certificate], to: "\(directory)/\(name).crt")
+                try PEMFiles.write(key, to: "\(directory)/\(name).key")
+                try AdminConfig.kubeconfig(clusterName: "test", server: url, ca: ca.certificate, certificate: certificate, key: key)
+                    .write(toFile: "\(directory)/\(name).conf", atomically: true, encoding: .utf8)
+            }
+            try await body(Setup(url: url, directory: directory, handler: handler))
+        }
+    }
+
+    static let pod = """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: web
+          labels:
+            app: web
+        spec:
+          containers:
+          - name: web
+            image: nginx:1.27
+        """
+
+    @Test("kubectl 1.33: version, api-resources, api-versions, get namespaces, create, get in every output, selectors, explain, delete (waiting on a watch), not found")
+    func kubectlRoundTrip() async throws {
+        try await Self.withServer { setup in
+            let version = try await setup.kubectl(["version", "-o", "json"])
+            #expect(version.status == 0, "\(version.output)")
+            #expect(version.output.contains("\"serverVersion\""), "\(version.output)")
+
+            let resources = try await setup.kubectl(["api-resources"])
+            #expect(resources.status == 0, "\(resources.output)")
+            for line in ["pods", "deployments", "leases"] {
+                #expect(resources.output.split(separator: "\n").contains { $0.hasPrefix(line + " ") }, "\(line) missing from:\n\(resources.output)")
+            }
+            #expect(resources.output.contains("apps/v1"))
+            let versions = try await setup.kubectl(["api-versions"])
+            #expect(versions.output.split(separator: "\n").contains("apps/v1"), "\(versions.output)")
+            #expect(versions.output.split(separator: "\n").contains("v1"), "\(versions.output)")
+
+            let namespaces = try await setup.kubectl(["get", "namespaces", "-o", "name"])
+            #expect(namespaces.status == 0, "\(namespaces.output)")
+            #expect(Set(namespaces.output.split(separator: "\n").map(String.init))
+                .isSuperset(of: ["namespace/default", "namespace/kube-system", "namespace/kube-public", "namespace/kube-node-lease"]), "\(namespaces.output)")
+
+            try Self.pod.write(toFile: "\(setup.directory)/pod.yaml", atomically: true, encoding: .utf8)
+            let created = try await setup.kubectl(["create", "-f", "pod.yaml"])
+            #expect(created.status == 0 && created.output.contains("pod/web created"), "\(created.output)")
+            let again = try await setup.kubectl(["create", "-f", "pod.yaml"])
+            #expect(again.status != 0 && again.output.contains("AlreadyExists"), "\(again.output)")
+
+            let json = try await setup.kubectl(["get", "pods", "-o", "json"])
+            let list = try JSONDecoder().decode(JSONValue.self, from: Data(json.output.utf8))
+            // kubectl prints a list it got as kind List.
+            #expect(list["kind"] == .string("List"))
+            #expect(list["items"]?.arrayValue?.first?["metadata"]?["name"] == .string("web"))
+            let yaml = try await setup.kubectl(["get", "pod", "web", "-o", "yaml"])
+            #expect(yaml.output.contains("name: web") && yaml.output.contains("uid: "), "\(yaml.output)")
+            let selected = try await setup.kubectl(["get", "pods", "-l", "app=web", "-o", "name"])
+            #expect(selected.output.trimmingCharacters(in: .whitespacesAndNewlines) == "pod/web", "\(selected.output)")
+            let none = try await setup.kubectl(["get", "pods", "-l", "app in (db)", "-o", "name"])
+            #expect(none.status == 0 && !none.output.contains("pod/web"), "\(none.output)")
+            // explain reads the served OpenAPI v3 document of v1.
+            let explain = try await setup.kubectl(["explain", "pod.spec.containers"])
+            #expect(explain.status == 0 && explain.output.contains("FIELD: containers <[]Container>") && explain.output.contains("imagePullPolicy"),
+                    "\(explain.output.prefix(600))")
+            let all = try await setup.kubectl(["get", "pods", "-A", "-o", "name"])
+            #expect(all.output.contains("pod/web"), "\(all.output)")
+
+            let deleted = try await setup.kubectl(["delete", "pod", "web", "--timeout=30s"])
+            #expect(deleted.status == 0 && deleted.output.contains("pod \"web\" deleted"), "\(deleted.output)")
+            let gone = try await setup.kubectl(["get", "pod", "web"])
+            #expect(gone.status != 0 && gone.output.contains("Error from server (NotFound): pods \"web\" not found"), "\(gone.output)")
+        }
+    }
+
+    @Test("a watch streams JSON lines over HTTP/1.1 and HTTP/2, filtered by its selector, and ends at timeoutSeconds")
+    func watchStreams() async throws {
+        try await Self.withServer { setup in
+            for (index, version) in ["--http1.1", "--http2"].enumerated() {
+                let path = "/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=3&labelSelector=app%3Dweb"
+                let started = ContinuousClock.now
+                async let watched = setup.curl([version, setup.url + path])
+                try await Task.sleep(for: .milliseconds(800))
+                for (name, app) in [("w\(index)", "web"), ("d\(index)", "db")] {
+                    let pod: JSONValue = .object(["apiVersion": .string("v1"), "kind": .string("Pod"),
+                                                  "metadata": .object(["name": .string(name), "labels": .object(["app": .string(app)])]),
+                                                  "spec": .object(["containers": .array([.object(["name": .string("c"), "image": .string("busybox")])])])])
+                    let answer = await setup.handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: pod.jsonBytes),
+                                                            as: UserInfo(name: "admin", groups: [UserInfo.mastersGroup]))
+                    guard case .object(201, _) = answer else { Issue.record("create failed: \(answer)"); return }
+                }
+                let result = try await watched
+                let elapsed = ContinuousClock.now - started
+                #expect(result.status == 0, "\(result.output)")
+                let events = result.output.split(separator: "\n").compactMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+                // The earlier rounds' web pods are there from the start (ADDED), then this one's.
+                let names = events.compactMap { $0["object"]?["metadata"]?["name"]?.stringValue }
+                #expect(names == (0...index).map { "w\($0)" }, "\(version): \(result.output)")
+                #expect(events.allSatisfy { $0["type"] == .string("ADDED") && $0["object"]?["kind"] == .string("Pod") })
+                #expect(elapsed >= .seconds(2.5) && elapsed < .seconds(15), "\(version): the watch ended after \(elapsed)")
+            }
+        }
+    }
+
+    @Test("refusals: no certificate 401 (but /version, /healthz), a kubelet 403 in Kubernetes' words, another CA at TLS, 413, 400, 415, 404; still serving")
+    func refusals() async throws {
+        try await Self.withServer { setup in
+            let anonymous = try await setup.curl(["-w", "\\n%{http_code}", setup.url + "/api/v1/namespaces"], identity: nil)
+            #expect(anonymous.output.hasSuffix("\n401") && anonymous.output.contains("\"reason\":\"Unauthorized\""), "\(anonymous.output)")
+            for open in ["/version", "/healthz", "/readyz", "/livez"] {
+                let answer = try await setup.curl(["-f", setup.url + open], identity: nil)
+                #expect(answer.status == 0, "\(open): \(answer.output)")
+            }
+            let anonymousDiscovery = try await setup.curl(["-w", "\\n%{http_code}", setup.url + "/api"], identity: nil)
+            #expect(anonymousDiscovery.output.hasSuffix("\n401"), "\(anonymousDiscovery.output)")
+
+            let kubelet = try await setup.kubectl(["get", "pods"], config: "kubelet")
+            #expect(kubelet.status != 0)
+            #expect(kubelet.output.contains("Error from server (Forbidden): pods is forbidden: User \"system:node:n1\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+                    "\(kubelet.output)")
+            let kubeletNode = try await setup.kubectl(["get", "node", "n2"], config: "kubelet")
+            #expect(kubeletNode.output.contains("nodes \"n2\" is forbidden: User \"system:node:n1\" cannot get resource \"nodes\" in API group \"\" at the cluster scope"),
+                    "\(kubeletNode.output)")
+            let kubeletDiscovery = try await setup.kubectl(["api-versions"], config: "kubelet")
+            #expect(kubeletDiscovery.status == 0, "\(kubeletDiscovery.output)")
+
+            let stranger = try await setup.curl([setup.url + "/api/v1/namespaces"], identity: "stranger")
+            #expect(stranger.status != 0 && !stranger.output.contains("NamespaceList"), "\(stranger.output)")
+
+            let big = String(repeating: "x", count: 4 << 20)
+            try "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"big\"},\"data\":{\"k\":\"\(big)\"}}"
+                .write(toFile: "\(setup.directory)/big.json", atomically: true, encoding: .utf8)
+            let tooLarge = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@big.json",
+                                                 setup.url + "/api/v1/namespaces/default/configmaps"])
+            #expect(tooLarge.output.hasSuffix("\n413"), "\(tooLarge.output.suffix(300))")
+            let malformed = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "{\"kind\": ",
+                                                  setup.url + "/api/v1/namespaces/default/configmaps"])
+            #expect(malformed.output.hasSuffix("\n400") && malformed.output.contains("\"reason\":\"BadRequest\""), "\(malformed.output)")
+            let media = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: text/plain", "--data-binary", "hello",
+                                              setup.url + "/api/v1/namespaces/default/configmaps"])
+            #expect(media.output.hasSuffix("\n415"), "\(media.output)")
+            let unknown = try await setup.kubectl(["get", "--raw", "/apis/example.com/v1/widgets"])
+            #expect(unknown.status != 0 && unknown.output.contains("NotFound"), "\(unknown.output)")
+
+            let after = try await setup.kubectl(["get", "namespaces", "-o", "name"])
+            #expect(after.status == 0 && after.output.contains("namespace/default"), "\(after.output)")
+        }
+    }
+}
+
+/// A command run to its end without blocking a thread of the concurrency pool: its output
+/// (stdout and stderr together) in a file, its end reported by the termination handler.
+enum Command {
+    struct Result: Sendable {
+        let status: Int32
+        let output: String
+    }
+
+    static func run(_ arguments: [String], directory: String) async throws -> Result {
+        let outputPath = "\(directory)/command-\(UUID().uuidString).out"
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do {
+                try process.run()
+            } catch {
+                process.terminationHandler = nil
+                continuation.resume(throwing: error)
+            }
+        }
+        try output.close()
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        return Result(status: status, output: (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+    }
+}
