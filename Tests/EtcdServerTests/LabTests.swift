@@ -168,6 +168,24 @@ struct LabTests {
             #expect(try lab.etcdctl(["put", "via/vm\(vm)", "\(vm)"], vms: [vm]).status == 0, "\(lab.logs())")
             #expect(try lab.etcdctl(["get", "via/", "--prefix", "--keys-only"], vms: [vm]).output.contains("via/vm\(vm)"))
         }
+        // kubectl 1.33 with the admin.conf that init wrote, against each VM's API server (6443):
+        // the bootstrap namespaces, and a ConfigMap made through vm1 read through the others.
+        let kubectl = ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "--kubeconfig", "\(lab.dataDir(1))/admin.conf", "--cache-dir", "\(lab.root)/kube-cache"]
+        func kube(_ vm: Int, _ arguments: [String]) throws -> (status: Int32, output: String) {
+            try LabTests.run(kubectl + ["--server", "https://\(LabTests.address(vm)):6443", "--request-timeout=10s"] + arguments, root: lab.root)
+        }
+        #expect(try eventually(20, every: 0.2) { try kube(1, ["get", "namespace", "kube-system", "-o", "name"]).status == 0 }, "\(lab.logs())")
+        // (`create -f`: kubectl's typed commands such as `create configmap` send protobuf, not served yet.)
+        try #"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lab"}, "data": {"made": "vm1"}}"#
+            .write(toFile: "\(lab.root)/configmap.json", atomically: true, encoding: .utf8)
+        let configMap = try kube(1, ["create", "-f", "\(lab.root)/configmap.json"])
+        #expect(configMap.output.contains("configmap/lab created"), "\(configMap.output)")
+        for vm in 1...3 {
+            let namespaces = try kube(vm, ["get", "namespaces", "-o", "name"])
+            #expect(namespaces.output.contains("namespace/default") && namespaces.output.contains("namespace/kube-node-lease"), "vm\(vm): \(namespaces.output)")
+            let made = try kube(vm, ["get", "configmap", "lab", "-o", "jsonpath={.data.made}"])
+            #expect(made.status == 0 && made.output == "vm1", "vm\(vm): \(made.output)")
+        }
         #expect(try lab.etcdctl(["put", "k/0", "0"]).status == 0)
         for number in 1..<50 { #expect(try lab.etcdctl(["put", "k/\(number)", "\(number)"]).status == 0) }
 

@@ -133,6 +133,9 @@ struct APIHTTPTests {
             let explain = try await setup.kubectl(["explain", "pod.spec.containers"])
             #expect(explain.status == 0 && explain.output.contains("FIELD: containers <[]Container>") && explain.output.contains("imagePullPolicy"),
                     "\(explain.output.prefix(600))")
+            // kubectl's typed commands (`create configmap`) send protobuf bodies: refused with 415 until served.
+            let typed = try await setup.kubectl(["create", "configmap", "settings", "--from-literal=mode=fast"])
+            #expect(typed.status != 0 && typed.output.contains("application/vnd.kubernetes.protobuf"), "\(typed.output)")
             let all = try await setup.kubectl(["get", "pods", "-A", "-o", "name"])
             #expect(all.output.contains("pod/web"), "\(all.output)")
 
