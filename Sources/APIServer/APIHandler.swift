@@ -11,13 +11,22 @@ public struct APIRequest: Sendable {
     public var body: [UInt8]
     /// The body's media type (`Content-Type`), without parameters; nil when not given.
     public var contentType: String?
+    /// The `Accept` header as sent (a Table is answered when it asks for one).
+    public var accept: String?
 
-    public init(method: String, path: String, query: [String: String] = [:], body: [UInt8] = [], contentType: String? = nil) {
+    public init(method: String, path: String, query: [String: String] = [:], body: [UInt8] = [], contentType: String? = nil, accept: String? = nil) {
         self.method = method
         self.path = path
         self.query = query
         self.body = body
         self.contentType = contentType
+        self.accept = accept
+    }
+
+    /// The Table this request asks for, if any: its version and what each row carries.
+    var table: (version: String, include: Tables.Include)? {
+        guard let version = Tables.requestedVersion(accept: accept) else { return nil }
+        return (version, Tables.Include(rawValue: query["includeObject"] ?? "") ?? .metadata)
     }
 }
 
@@ -26,8 +35,8 @@ public enum APIResponse: Sendable {
     case object(status: Int, JSONValue)
     /// Plain text (`/healthz`'s "ok").
     case text(status: Int, String)
-    /// A watch of `resource`: the `initial` events first, then the watch's.
-    case watch(ObjectWatch, initial: [ObjectEvent], resource: ResourceType)
+    /// A watch: the `initial` events first, then the watch's, each encoded by `encoder`.
+    case watch(ObjectWatch, initial: [ObjectEvent], encoder: WatchEncoder)
 
     public static func error(_ error: APIError) -> APIResponse { .object(status: error.code, error.status) }
 }
@@ -98,11 +107,21 @@ public struct APIHandler: Sendable {
         switch info.verb {
         case "get":
             let consistent = request.query["resourceVersion"] != "0"
-            return .object(status: 200, try await storage.get(resource, namespace: namespace, name: info.name!, consistent: consistent))
+            let object = try await storage.get(resource, namespace: namespace, name: info.name!, consistent: consistent)
+            if let table = request.table {
+                return .object(status: 200, Tables.table([object], resource: resource, version: table.version, include: table.include,
+                                                         listMetadata: .object(["resourceVersion": object.metadata("resourceVersion") ?? .string("")])))
+            }
+            return .object(status: 200, object)
         case "list":
-            return .object(status: 200, try await list(resource, namespace: namespace, request.query))
+            let list = try await list(resource, namespace: namespace, request.query)
+            if let table = request.table {
+                return .object(status: 200, Tables.table(list["items"]?.arrayValue ?? [], resource: resource, version: table.version, include: table.include,
+                                                         listMetadata: list["metadata"] ?? .object([:])))
+            }
+            return .object(status: 200, list)
         case "watch":
-            return try await watchResource(resource, namespace: namespace, name: info.name, request.query)
+            return try await watchResource(resource, namespace: namespace, name: info.name, request.query, table: request.table)
         case "create":
             let body = try Self.decodeBody(request.body)
             let prepared = try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
@@ -179,7 +198,8 @@ public struct APIHandler: Sendable {
 
     /// A watch from `resourceVersion` (changes after it), or, without one (or "0"), Kubernetes'
     /// "get state and start at most recent": ADDED for every current object, then the changes.
-    func watchResource(_ resource: ResourceType, namespace: String?, name: String?, _ query: [String: String]) async throws(APIError) -> APIResponse {
+    func watchResource(_ resource: ResourceType, namespace: String?, name: String?, _ query: [String: String],
+                       table: (version: String, include: Tables.Include)?) async throws(APIError) -> APIResponse {
         let given = query["resourceVersion"] ?? ""
         let selected = try Self.selectorFilter(resource, query)
         // A watch of one object by name is a watch of the collection with metadata.name set.
@@ -199,7 +219,7 @@ public struct APIHandler: Sendable {
         }
         let progress = query["allowWatchBookmarks"] == "true"
         let watch = try await storage.watch(resource, namespace: namespace, after: from, progressNotify: progress, filter: filter)
-        return .watch(watch, initial: initial, resource: resource)
+        return .watch(watch, initial: initial, encoder: WatchEncoder(resource: resource, table: table))
     }
 
     func discovery(_ request: APIRequest, _ info: RequestInfo) throws(APIError) -> APIResponse {

@@ -46,6 +46,32 @@ extension ObjectEvent {
     }
 }
 
+/// Turns a watch's events into the lines it sends: objects as they are, or as one-row Tables
+/// when the client asked for Tables (`kubectl get -w`), the column definitions in the first only.
+public struct WatchEncoder: Sendable {
+    let resource: ResourceType
+    let table: (version: String, include: Tables.Include)?
+    var columnsSent = false
+
+    public init(resource: ResourceType, table: (version: String, include: Tables.Include)?) {
+        self.resource = resource
+        self.table = table
+    }
+
+    public mutating func encode(_ event: ObjectEvent) -> JSONValue {
+        guard let table else { return event.wireObject(resource) }
+        switch event {
+        case .added(let object), .modified(let object), .deleted(let object):
+            defer { columnsSent = true }
+            let rows = Tables.table([object], resource: resource, version: table.version, include: table.include,
+                                    listMetadata: .object(["resourceVersion": object.metadata("resourceVersion") ?? .string("")]), withColumns: !columnsSent)
+            return .object(["type": .string(event.type), "object": rows])
+        case .bookmark:
+            return event.wireObject(resource)
+        }
+    }
+}
+
 extension ObjectStorage {
     /// Watches a resource (one namespace, or all) for changes after `resourceVersion` (0: after
     /// now). Ends with 410 Expired when that revision is compacted away, as Kubernetes does; the

@@ -108,12 +108,12 @@ struct APIResponder: HTTPResponder {
         let query = QueryString.parse(request.uri.query ?? "")
         let contentType = request.headers[.contentType].map { String($0.split(separator: ";")[0]).trimmingCharacters(in: .whitespaces).lowercased() }
         let api = APIRequest(method: request.method.rawValue, path: request.uri.path, query: query,
-                             body: Array(buffer: body), contentType: contentType)
+                             body: Array(buffer: body), contentType: contentType, accept: request.headers[.accept])
         let answer = await handler.handle(api, as: user)
-        if case .watch(let watch, let initial, let resource) = answer {
+        if case .watch(let watch, let initial, let encoder) = answer {
             let timeout = Int(query["timeoutSeconds"] ?? "").flatMap { $0 > 0 ? Duration.seconds($0) : nil }
                 ?? watchTimeout + .seconds(Int.random(in: 0...Int(watchTimeout.components.seconds)))
-            return Self.watchResponse(watch, initial: initial, resource: resource, timeout: timeout)
+            return Self.watchResponse(watch, initial: initial, encoder: encoder, timeout: timeout)
         }
         return Self.response(answer)
     }
@@ -153,8 +153,9 @@ struct APIResponder: HTTPResponder {
 
     /// A watch as Kubernetes streams it: one `{"type","object"}` per line, flushed as each comes;
     /// an error (410 Expired) as a last `ERROR` line; the stream ends after `timeout`.
-    static func watchResponse(_ watch: ObjectWatch, initial: [ObjectEvent], resource: ResourceType, timeout: Duration) -> Response {
+    static func watchResponse(_ watch: ObjectWatch, initial: [ObjectEvent], encoder: WatchEncoder, timeout: Duration) -> Response {
         Response(status: .ok, headers: json, body: ResponseBody { writer in
+            var encoder = encoder
             let timer = Task {
                 try? await Task.sleep(for: timeout)
                 watch.cancel()
@@ -163,9 +164,9 @@ struct APIResponder: HTTPResponder {
                 timer.cancel()
                 watch.cancel()
             }
-            for event in initial { try await writer.write(line(event.wireObject(resource))) }
+            for event in initial { try await writer.write(line(encoder.encode(event))) }
             do {
-                for try await event in watch { try await writer.write(line(event.wireObject(resource))) }
+                for try await event in watch { try await writer.write(line(encoder.encode(event))) }
             } catch let error as APIError {
                 try await writer.write(line(ObjectEvent.errorObject(error)))
             }

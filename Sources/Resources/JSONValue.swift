@@ -54,6 +54,15 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
         return nil
     }
 
+    /// An integer, or a number that is a whole one.
+    public var integerValue: Int64? {
+        switch self {
+        case .integer(let value): value
+        case .number(let value) where value.rounded() == value && abs(value) < 9.2e18: Int64(value)
+        default: nil
+        }
+    }
+
     public var arrayValue: [JSONValue]? {
         if case .array(let values) = self { values } else { nil }
     }

@@ -129,6 +129,26 @@ struct APIHTTPTests {
             #expect(selected.output.trimmingCharacters(in: .whitespacesAndNewlines) == "pod/web", "\(selected.output)")
             let none = try await setup.kubectl(["get", "pods", "-l", "app in (db)", "-o", "name"])
             #expect(none.status == 0 && !none.output.contains("pod/web"), "\(none.output)")
+            // Tables from the server: kubectl prints Kubernetes' columns.
+            let table = try await setup.kubectl(["get", "pods"])
+            let header = table.output.split(separator: "\n").first.map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
+            #expect(header == "NAME READY STATUS RESTARTS AGE", "\(table.output)")
+            #expect(table.output.contains("web") && table.output.contains("0/1") && table.output.contains("Pending"), "\(table.output)")
+            let wide = try await setup.kubectl(["get", "pods", "-o", "wide"])
+            #expect(wide.output.split(separator: "\n").first?.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+                == "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES", "\(wide.output)")
+            let namespaceTable = try await setup.kubectl(["get", "namespace", "default"])
+            #expect(namespaceTable.output.contains("STATUS") && namespaceTable.output.contains("Active"), "\(namespaceTable.output)")
+            async let watching = setup.kubectl(["get", "pods", "-w", "--request-timeout=4s"])
+            try await Task.sleep(for: .milliseconds(1_500))
+            try Self.pod.replacingOccurrences(of: "name: web", with: "name: second").replacingOccurrences(of: "app: web", with: "app: batch").write(toFile: "\(setup.directory)/second.yaml", atomically: true, encoding: .utf8)
+            _ = try await setup.kubectl(["create", "-f", "second.yaml"])
+            // `get -w`: the table once with its header, then a row per change.
+            let watched = try await watching
+            let rows = watched.output.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+            #expect(rows.first == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "\(watched.output)")
+            #expect(rows.filter { $0.first == "NAME" }.count == 1, "\(watched.output)")
+            #expect(rows.contains { $0.first == "web" } && rows.contains { $0.first == "second" }, "\(watched.output)")
             // explain reads the served OpenAPI v3 document of v1.
             let explain = try await setup.kubectl(["explain", "pod.spec.containers"])
             #expect(explain.status == 0 && explain.output.contains("FIELD: containers <[]Container>") && explain.output.contains("imagePullPolicy"),
