@@ -135,6 +135,8 @@ public struct APIHandler: Sendable {
             let prepared = try ObjectMetaRules.prepareForUpdate(body, existing: existing, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
             let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
             return .object(status: 200, try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version))
+        case "patch":
+            return .object(status: 200, try await patch(resource, namespace: namespace, name: info.name!, request))
         case "delete":
             var preconditions = ObjectStorage.Preconditions()
             if !request.body.isEmpty, let options = try? Self.decodeBody(request.body) {
@@ -149,6 +151,31 @@ public struct APIHandler: Sendable {
 
     /// The media types request bodies may come in (YAML and patches come with their issue steps).
     static let readableMediaTypes: Set<String> = ["application/json", "*/*"]
+
+    /// A PATCH: the patch applied to the object as stored, the result checked as an update and
+    /// written on the version it was made from (again from the new version after a conflict); a
+    /// `metadata.resourceVersion` in the patch must be the stored one (409 otherwise).
+    func patch(_ resource: ResourceType, namespace: String?, name: String, _ request: APIRequest) async throws(APIError) -> JSONValue {
+        guard let type = request.contentType, let kind = Patches.Kind(rawValue: type) else {
+            throw APIError(code: 415, reason: "UnsupportedMediaType",
+                           message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (not \(request.contentType ?? "none"); server-side apply is not served yet)")
+        }
+        guard request.body.count <= Self.bodyBytesMax else { throw APIError.tooLarge }
+        let definition = OpenAPI.definitionName(group: resource.group, version: resource.version, kind: resource.kind)
+        let context = ObjectMetaRules.Context(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource))
+        let body = request.body
+        let transform = { (current: JSONValue) throws(APIError) -> JSONValue in
+            let patched = try Patches.apply(kind, patch: body, to: current, definition: definition)
+            if let wanted = patched.metadata("resourceVersion")?.stringValue, wanted != current.metadata("resourceVersion")?.stringValue {
+                throw APIError.conflict(resource, name: name)
+            }
+            return try ObjectMetaRules.prepareForUpdate(patched, existing: current, context)
+        }
+        if request.query["dryRun"] == "All" {
+            return try transform(try await storage.get(resource, namespace: namespace, name: name))
+        }
+        return try await storage.guaranteedUpdate(resource, namespace: namespace, name: name, transform)
+    }
 
     /// Namespaces and services are named by DNS-1123 labels; the rest by subdomains.
     static func namesAreLabels(_ resource: ResourceType) -> Bool {

@@ -166,6 +166,93 @@ struct APIHTTPTests {
         }
     }
 
+    static let deployment = """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata:
+          name: web
+          labels:
+            app: web
+        spec:
+          replicas: 2
+          selector:
+            matchLabels:
+              app: web
+          template:
+            metadata:
+              labels:
+                app: web
+            spec:
+              containers:
+              - name: web
+                image: nginx:1.27
+                ports:
+                - containerPort: 80
+              - name: sidecar
+                image: busybox:1.36
+        """
+
+    @Test("kubectl apply (create, unchanged, configured), patch of each type, label, annotate")
+    func applyAndPatch() async throws {
+        try await Self.withServer { setup in
+            func json(_ arguments: [String]) async throws -> JSONValue {
+                let result = try await setup.kubectl(arguments + ["-o", "json"])
+                return try JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))
+            }
+            let file = "\(setup.directory)/deployment.yaml"
+            try Self.deployment.write(toFile: file, atomically: true, encoding: .utf8)
+            let first = try await setup.kubectl(["apply", "-f", file])
+            #expect(first.status == 0 && first.output.contains("deployment.apps/web created"), "\(first.output)")
+            let second = try await setup.kubectl(["apply", "-f", file])
+            #expect(second.status == 0 && second.output.contains("deployment.apps/web unchanged"), "\(second.output)")
+            try Self.deployment.replacingOccurrences(of: "replicas: 2", with: "replicas: 3").replacingOccurrences(of: "busybox:1.36", with: "busybox:1.37")
+                .write(toFile: file, atomically: true, encoding: .utf8)
+            let edited = try await setup.kubectl(["apply", "-f", file])
+            #expect(edited.status == 0 && edited.output.contains("deployment.apps/web configured"), "\(edited.output)")
+            var object = try await json(["get", "deployment", "web"])
+            #expect(object["spec"]?["replicas"] == .integer(3))
+            #expect(object["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.compactMap { $0["image"]?.stringValue } == ["nginx:1.27", "busybox:1.37"])
+            #expect(object["metadata"]?["generation"] == .integer(2), "\(object["metadata"] ?? .null)")
+
+            // Strategic (kubectl's default): containers merge by name, the other one stays.
+            let strategic = try await setup.kubectl(["patch", "deployment", "web", "-p", #"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}"#])
+            #expect(strategic.status == 0 && strategic.output.contains("patched"), "\(strategic.output)")
+            object = try await json(["get", "deployment", "web"])
+            #expect(object["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.compactMap { $0["image"]?.stringValue } == ["nginx:1.28", "busybox:1.37"])
+            // Merge patch: a list is replaced whole.
+            let merge = try await setup.kubectl(["patch", "deployment", "web", "--type", "merge", "-p",
+                                                 #"{"spec":{"template":{"spec":{"containers":[{"name":"only","image":"nginx:1.29"}]}}}}"#])
+            #expect(merge.status == 0, "\(merge.output)")
+            object = try await json(["get", "deployment", "web"])
+            #expect(object["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.compactMap { $0["name"]?.stringValue } == ["only"])
+            // JSON patch, and a failing test operation (422) that changes nothing.
+            let jsonPatch = try await setup.kubectl(["patch", "deployment", "web", "--type", "json", "-p",
+                                                     #"[{"op":"replace","path":"/spec/replicas","value":5},{"op":"add","path":"/metadata/labels/tier","value":"front"}]"#])
+            #expect(jsonPatch.status == 0, "\(jsonPatch.output)")
+            let failing = try await setup.kubectl(["patch", "deployment", "web", "--type", "json", "-p",
+                                                   #"[{"op":"test","path":"/spec/replicas","value":9},{"op":"replace","path":"/spec/replicas","value":1}]"#])
+            #expect(failing.status != 0, "\(failing.output)")
+            let missing = try await setup.kubectl(["patch", "deployment", "web", "--type", "json", "-p", #"[{"op":"remove","path":"/spec/nothing"}]"#])
+            #expect(missing.status != 0 && missing.output.contains("/spec/nothing"), "\(missing.output)")
+            object = try await json(["get", "deployment", "web"])
+            #expect(object["spec"]?["replicas"] == .integer(5) && object["metadata"]?["labels"]?["tier"] == .string("front"))
+
+            let label = try await setup.kubectl(["label", "deployment", "web", "team=blue"])
+            #expect(label.status == 0 && label.output.contains("labeled"), "\(label.output)")
+            let annotate = try await setup.kubectl(["annotate", "deployment", "web", "note=hello"])
+            #expect(annotate.status == 0 && annotate.output.contains("annotated"), "\(annotate.output)")
+            let unlabel = try await setup.kubectl(["label", "deployment", "web", "tier-"])
+            #expect(unlabel.status == 0, "\(unlabel.output)")
+            object = try await json(["get", "deployment", "web"])
+            #expect(object["metadata"]?["labels"]?["team"] == .string("blue") && object["metadata"]?["labels"]?["tier"] == nil)
+            #expect(object["metadata"]?["annotations"]?["note"] == .string("hello"))
+            let renamed = try await setup.kubectl(["patch", "deployment", "web", "--type", "merge", "-p", #"{"metadata":{"name":"other"}}"#])
+            #expect(renamed.status != 0, "\(renamed.output)")
+            let notFound = try await setup.kubectl(["patch", "deployment", "nothing", "--type", "merge", "-p", #"{"spec":{}}"#])
+            #expect(notFound.output.contains("NotFound"), "\(notFound.output)")
+        }
+    }
+
     @Test("a watch streams JSON lines over HTTP/1.1 and HTTP/2, filtered by its selector, and ends at timeoutSeconds")
     func watchStreams() async throws {
         try await Self.withServer { setup in
