@@ -1,6 +1,7 @@
 import Foundation
 import Resources
 import Store
+import Synchronization
 
 /// One request to the API, as the HTTP shell hands it over.
 public struct APIRequest: Sendable {
@@ -32,7 +33,8 @@ public struct APIRequest: Sendable {
 
 /// What the HTTP shell sends back: a JSON document with its status code, or a watch to stream.
 public enum APIResponse: Sendable {
-    case object(status: Int, JSONValue)
+    /// `warnings` go out as `Warning` headers (299, Kubernetes' form).
+    case object(status: Int, JSONValue, warnings: [String] = [])
     /// Plain text (`/healthz`'s "ok").
     case text(status: Int, String)
     /// A watch: the `initial` events first, then the watch's, each encoded by `encoder`.
@@ -123,20 +125,22 @@ public struct APIHandler: Sendable {
         case "watch":
             return try await watchResource(resource, namespace: namespace, name: info.name, request.query, table: request.table)
         case "create":
-            let body = try Self.decodeBody(request.body)
+            let (body, warnings) = try Self.validated(try Self.decodeBody(request.body), resource, request.query)
             let prepared = try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
-            if request.query["dryRun"] == "All" { return .object(status: 201, prepared) }
+            if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
             let name = prepared.metadata("name")?.stringValue ?? ""
-            return .object(status: 201, try await storage.create(resource, namespace: namespace, name: name, object: prepared))
+            return .object(status: 201, try await storage.create(resource, namespace: namespace, name: name, object: prepared), warnings: warnings)
         case "update":
-            let body = try Self.decodeBody(request.body)
+            let (body, warnings) = try Self.validated(try Self.decodeBody(request.body), resource, request.query)
             let name = info.name!
             let existing = try await storage.get(resource, namespace: namespace, name: name)
             let prepared = try ObjectMetaRules.prepareForUpdate(body, existing: existing, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
             let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
-            return .object(status: 200, try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version))
+            if request.query["dryRun"] == "All" { return .object(status: 200, prepared, warnings: warnings) }
+            return .object(status: 200, try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version), warnings: warnings)
         case "patch":
-            return .object(status: 200, try await patch(resource, namespace: namespace, name: info.name!, request))
+            let (patched, warnings) = try await patch(resource, namespace: namespace, name: info.name!, request)
+            return .object(status: 200, patched, warnings: warnings)
         case "delete":
             var preconditions = ObjectStorage.Preconditions()
             if !request.body.isEmpty, let options = try? Self.decodeBody(request.body) {
@@ -155,7 +159,7 @@ public struct APIHandler: Sendable {
     /// A PATCH: the patch applied to the object as stored, the result checked as an update and
     /// written on the version it was made from (again from the new version after a conflict); a
     /// `metadata.resourceVersion` in the patch must be the stored one (409 otherwise).
-    func patch(_ resource: ResourceType, namespace: String?, name: String, _ request: APIRequest) async throws(APIError) -> JSONValue {
+    func patch(_ resource: ResourceType, namespace: String?, name: String, _ request: APIRequest) async throws(APIError) -> (JSONValue, [String]) {
         guard let type = request.contentType, let kind = Patches.Kind(rawValue: type) else {
             throw APIError(code: 415, reason: "UnsupportedMediaType",
                            message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (not \(request.contentType ?? "none"); server-side apply is not served yet)")
@@ -164,17 +168,33 @@ public struct APIHandler: Sendable {
         let definition = OpenAPI.definitionName(group: resource.group, version: resource.version, kind: resource.kind)
         let context = ObjectMetaRules.Context(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource))
         let body = request.body
+        let query = request.query
+        let warnings = Mutex<[String]>([])
         let transform = { (current: JSONValue) throws(APIError) -> JSONValue in
-            let patched = try Patches.apply(kind, patch: body, to: current, definition: definition)
+            let (patched, found) = try Self.validated(try Patches.apply(kind, patch: body, to: current, definition: definition), resource, query)
+            warnings.withLock { $0 = found }
             if let wanted = patched.metadata("resourceVersion")?.stringValue, wanted != current.metadata("resourceVersion")?.stringValue {
                 throw APIError.conflict(resource, name: name)
             }
             return try ObjectMetaRules.prepareForUpdate(patched, existing: current, context)
         }
         if request.query["dryRun"] == "All" {
-            return try transform(try await storage.get(resource, namespace: namespace, name: name))
+            let result = try transform(try await storage.get(resource, namespace: namespace, name: name))
+            return (result, warnings.withLock { $0 })
         }
-        return try await storage.guaranteedUpdate(resource, namespace: namespace, name: name, transform)
+        let result = try await storage.guaranteedUpdate(resource, namespace: namespace, name: name, transform)
+        return (result, warnings.withLock { $0 })
+    }
+
+    /// `object` checked against its schema under the request's `fieldValidation` (Warn when
+    /// not given): without undeclared fields, and the warnings for them.
+    static func validated(_ object: JSONValue, _ resource: ResourceType, _ query: [String: String]) throws(APIError) -> (JSONValue, [String]) {
+        let given = query["fieldValidation"] ?? ""
+        guard let directive = given.isEmpty ? .warn : FieldValidation.Directive(rawValue: given) else {
+            throw APIError.badRequest("fieldValidation must be one of Strict, Warn or Ignore, not \"\(given)\"")
+        }
+        let (pruned, warnings) = try FieldValidation.validate(object, resource: resource, directive: directive)
+        return (pruned, warnings)
     }
 
     /// Namespaces and services are named by DNS-1123 labels; the rest by subdomains.

@@ -3,6 +3,7 @@ import ClusterPKI
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import HTTPTypes
 import HummingbirdHTTP2
 import Logging
 import NIOCore
@@ -141,8 +142,13 @@ struct APIResponder: HTTPResponder {
 
     static func response(_ answer: APIResponse) -> Response {
         switch answer {
-        case .object(let status, let value):
-            return Response(status: .init(code: status), headers: json, body: ResponseBody(byteBuffer: ByteBuffer(bytes: value.jsonBytes)))
+        case .object(let status, let value, let warnings):
+            var headers = json
+            for warning in warnings {
+                // RFC 7234's form, as kube-apiserver sends it: 299 - "text".
+                headers.append(HTTPField(name: .init("Warning")!, value: "299 - \"\(warning.replacingOccurrences(of: "\"", with: "\\\""))\""))
+            }
+            return Response(status: .init(code: status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: value.jsonBytes)))
         case .text(let status, let text):
             return Response(status: .init(code: status), headers: [.contentType: "text/plain; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         case .watch(let watch, _, _):

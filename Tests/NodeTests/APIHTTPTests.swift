@@ -267,7 +267,7 @@ struct APIHTTPTests {
                                                   "spec": .object(["containers": .array([.object(["name": .string("c"), "image": .string("busybox")])])])])
                     let answer = await setup.handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: pod.jsonBytes),
                                                             as: UserInfo(name: "admin", groups: [UserInfo.mastersGroup]))
-                    guard case .object(201, _) = answer else { Issue.record("create failed: \(answer)"); return }
+                    guard case .object(201, _, _) = answer else { Issue.record("create failed: \(answer)"); return }
                 }
                 let result = try await watched
                 let elapsed = ContinuousClock.now - started

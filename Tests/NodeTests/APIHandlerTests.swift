@@ -12,7 +12,7 @@ struct APIHandlerTests {
     static let admin = UserInfo(name: "admin", groups: [UserInfo.mastersGroup])
 
     static func object(_ response: APIResponse) -> (status: Int, body: JSONValue)? {
-        if case .object(let status, let body) = response { return (status, body) }
+        if case .object(let status, let body, _) = response { return (status, body) }
         return nil
     }
 
