@@ -1,7 +1,6 @@
 import Foundation
 import Resources
 import Store
-import Synchronization
 
 /// One request to the API, as the HTTP shell hands it over.
 public struct APIRequest: Sendable {
@@ -169,10 +168,10 @@ public struct APIHandler: Sendable {
         let context = ObjectMetaRules.Context(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource))
         let body = request.body
         let query = request.query
-        let warnings = Mutex<[String]>([])
+        var warnings: [String] = []
         let transform = { (current: JSONValue) throws(APIError) -> JSONValue in
             let (patched, found) = try Self.validated(try Patches.apply(kind, patch: body, to: current, definition: definition), resource, query)
-            warnings.withLock { $0 = found }
+            warnings = found
             if let wanted = patched.metadata("resourceVersion")?.stringValue, wanted != current.metadata("resourceVersion")?.stringValue {
                 throw APIError.conflict(resource, name: name)
             }
@@ -180,10 +179,10 @@ public struct APIHandler: Sendable {
         }
         if request.query["dryRun"] == "All" {
             let result = try transform(try await storage.get(resource, namespace: namespace, name: name))
-            return (result, warnings.withLock { $0 })
+            return (result, warnings)
         }
         let result = try await storage.guaranteedUpdate(resource, namespace: namespace, name: name, transform)
-        return (result, warnings.withLock { $0 })
+        return (result, warnings)
     }
 
     /// `object` checked against its schema under the request's `fieldValidation` (Warn when

@@ -101,12 +101,21 @@ public final class OpenAPI: Sendable {
 
     /// The definition of a kind: the one whose `x-kubernetes-group-version-kind` names it.
     public static func definitionName(group: String, version: String, kind: String) -> String? {
-        definitions.first { _, definition in
-            definition["x-kubernetes-group-version-kind"]?.arrayValue?.contains {
-                $0["group"]?.stringValue == group && $0["version"]?.stringValue == version && $0["kind"]?.stringValue == kind
-            } ?? false
-        }?.key
+        definitionsByKind["\(group)/\(version)/\(kind)"]
     }
+
+    /// Definition names by `GROUP/VERSION/KIND`, read once from their
+    /// `x-kubernetes-group-version-kind` (every create, update and patch looks one up).
+    static let definitionsByKind: [String: String] = {
+        var names: [String: String] = [:]
+        for (name, definition) in definitions {
+            for gvk in definition["x-kubernetes-group-version-kind"]?.arrayValue ?? [] {
+                guard let group = gvk["group"]?.stringValue, let version = gvk["version"]?.stringValue, let kind = gvk["kind"]?.stringValue else { continue }
+                names["\(group)/\(version)/\(kind)"] = name
+            }
+        }
+        return names
+    }()
 
     /// The names of `roots` and every definition they refer to, transitively.
     static func reachable(from roots: [String]) -> Set<String> {
