@@ -123,14 +123,18 @@ public struct APIHandler: Sendable {
             return .object(status: 200, list)
         case "watch":
             return try await watchResource(resource, namespace: namespace, name: info.name, request.query, table: request.table)
+        case "create" where resource.kind == "SelfSubjectAccessReview":
+            let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
+            guard let user else { throw APIError.unauthorized }
+            return .object(status: 201, try AccessReview.review(body, user: user, authorizer: authorizer), warnings: warnings)
         case "create":
-            let (body, warnings) = try Self.validated(try Self.decodeBody(request.body), resource, request.query)
+            let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
             let prepared = try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
             if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
             let name = prepared.metadata("name")?.stringValue ?? ""
             return .object(status: 201, try await storage.create(resource, namespace: namespace, name: name, object: prepared), warnings: warnings)
         case "update":
-            let (body, warnings) = try Self.validated(try Self.decodeBody(request.body), resource, request.query)
+            let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
             let name = info.name!
             let existing = try await storage.get(resource, namespace: namespace, name: name)
             let prepared = try ObjectMetaRules.prepareForUpdate(body, existing: existing, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
@@ -142,7 +146,7 @@ public struct APIHandler: Sendable {
             return .object(status: 200, patched, warnings: warnings)
         case "delete":
             var preconditions = ObjectStorage.Preconditions()
-            if !request.body.isEmpty, let options = try? Self.decodeBody(request.body) {
+            if !request.body.isEmpty, let options = try? Self.decodeBody(request.body, contentType: request.contentType) {
                 preconditions.uid = options["preconditions"]?["uid"]?.stringValue
                 preconditions.resourceVersion = options["preconditions"]?["resourceVersion"]?.stringValue
             }
@@ -152,8 +156,8 @@ public struct APIHandler: Sendable {
         }
     }
 
-    /// The media types request bodies may come in (YAML and patches come with their issue steps).
-    static let readableMediaTypes: Set<String> = ["application/json", "*/*"]
+    /// The media types request bodies may come in (patches have their own; YAML is not read yet).
+    static let readableMediaTypes: Set<String> = ["application/json", KubernetesProtobuf.mediaType, "*/*"]
 
     /// A PATCH: the patch applied to the object as stored, the result checked as an update and
     /// written on the version it was made from (again from the new version after a conflict); a
@@ -201,13 +205,20 @@ public struct APIHandler: Sendable {
         resource.group.isEmpty && ["namespaces", "services"].contains(resource.name)
     }
 
-    static func decodeBody(_ body: [UInt8]) throws(APIError) -> JSONValue {
+    static func decodeBody(_ body: [UInt8], contentType: String?) throws(APIError) -> JSONValue {
         guard !body.isEmpty else { throw APIError.badRequest("the request has no body: it needs the object as JSON") }
         guard body.count <= bodyBytesMax else { throw APIError.tooLarge }
+        if contentType == KubernetesProtobuf.mediaType {
+            do {
+                return try KubernetesProtobuf.decode(body)
+            } catch {
+                throw APIError.badRequest("the body of the request does not decode as \(KubernetesProtobuf.mediaType): \(error.message)")
+            }
+        }
         do {
             return try JSONDecoder().decode(JSONValue.self, from: Data(body))
         } catch {
-            throw APIError.badRequest("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (it does not parse as JSON: \(error))")
+            throw APIError.badRequest("the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf (it does not parse as JSON: \(error))")
         }
     }
 

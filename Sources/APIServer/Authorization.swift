@@ -23,13 +23,19 @@ public protocol Authorizer: Sendable {
 
 /// The authorizer until RBAC is served: `system:masters` may do everything; every other
 /// authenticated user may read only what Kubernetes' bootstrap policy gives everyone
-/// (`system:discovery`, `system:public-info-viewer`: discovery documents, /version, health).
+/// (`system:discovery`, `system:public-info-viewer`: discovery documents, /version, health;
+/// `system:basic-user`: a SelfSubjectAccessReview about oneself).
 /// Least power: a kubelet's or anyone else's certificate can touch no object yet.
 public struct MastersAuthorizer: Authorizer {
     public init() {}
 
     public func allows(_ user: UserInfo, _ request: RequestInfo) -> Bool {
         if user.groups.contains(UserInfo.mastersGroup) { return true }
+        // system:basic-user: anyone may ask what they themselves may do.
+        if request.isResourceRequest && request.verb == "create" && request.group == "authorization.k8s.io"
+            && request.resource == "selfsubjectaccessreviews" && request.subresource == nil {
+            return true
+        }
         return !request.isResourceRequest && request.verb == "get" && Self.isPublic(request.path)
     }
 

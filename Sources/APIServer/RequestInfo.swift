@@ -69,3 +69,25 @@ public struct RequestInfo: Sendable, Equatable {
     /// `v1` or `apps/v1`.
     public var apiVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
 }
+
+extension RequestInfo {
+    /// A resource request named by its attributes (what an access review asks about).
+    public init(verb: String, group: String, version: String, resource: String, subresource: String?, namespace: String?, name: String?) {
+        isResourceRequest = true
+        path = ""
+        self.verb = verb
+        self.group = group
+        self.version = version
+        self.resource = resource
+        self.subresource = subresource
+        self.namespace = namespace
+        self.name = name
+    }
+
+    /// A request for a path that names no resource.
+    public init(verb: String, nonResourcePath: String) {
+        isResourceRequest = false
+        path = nonResourcePath
+        self.verb = verb
+    }
+}

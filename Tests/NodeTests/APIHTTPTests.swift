@@ -282,6 +282,141 @@ struct APIHTTPTests {
         }
     }
 
+    @Test("kubectl's typed commands send protobuf bodies: create namespace, configmap, secret, deployment, service, job; auth can-i for the admin and a kubelet")
+    func protobufBodies() async throws {
+        try await Self.withServer { setup in
+            func json(_ arguments: [String]) async throws -> JSONValue {
+                let result = try await setup.kubectl(arguments + ["-o", "json"])
+                #expect(result.status == 0, "\(arguments): \(result.output)")
+                return try JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))
+            }
+            // -v=8 prints the request's headers: the body goes as protobuf.
+            let namespace = try await setup.kubectl(["create", "namespace", "shop", "-v=8"])
+            #expect(namespace.status == 0 && namespace.output.contains("namespace/shop created"), "\(namespace.output.suffix(2000))")
+            #expect(namespace.output.contains("Content-Type: application/vnd.kubernetes.protobuf"), "\(namespace.output.suffix(3000))")
+
+            let configMap = try await setup.kubectl(["create", "configmap", "settings", "-n", "shop", "--from-literal=color=blue", "--from-literal=size=10"])
+            #expect(configMap.status == 0, "\(configMap.output)")
+            let storedMap = try await json(["get", "configmap", "settings", "-n", "shop"])
+            #expect(storedMap["data"] == .object(["color": "blue", "size": "10"]))
+            #expect(storedMap["metadata"]?["uid"]?.stringValue?.isEmpty == false)
+            // Empty strings of the protobuf body are not stored as fields.
+            #expect(storedMap["metadata"]?["generateName"] == nil && storedMap["metadata"]?["selfLink"] == nil)
+
+            let secret = try await setup.kubectl(["create", "secret", "generic", "token", "-n", "shop", "--from-literal=password=s3cr3t"])
+            #expect(secret.status == 0, "\(secret.output)")
+            let storedSecret = try await json(["get", "secret", "token", "-n", "shop"])
+            #expect(storedSecret["data"]?["password"] == .string(Data("s3cr3t".utf8).base64EncodedString()))
+
+            let deployment = try await setup.kubectl(["create", "deployment", "web", "-n", "shop", "--image=nginx:1.27", "--replicas=0", "--port=80"])
+            #expect(deployment.status == 0, "\(deployment.output)")
+            let storedDeployment = try await json(["get", "deployment", "web", "-n", "shop"])
+            // replicas 0 is a pointer's zero: kept, not dropped as empty.
+            #expect(storedDeployment["spec"]?["replicas"] == .integer(0), "\(storedDeployment["spec"] ?? .null)")
+            let container = storedDeployment["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.first
+            #expect(container?["image"] == "nginx:1.27" && container?["ports"]?.arrayValue?.first?["containerPort"] == .integer(80))
+            #expect(storedDeployment["spec"]?["selector"]?["matchLabels"] == .object(["app": "web"]))
+
+            let service = try await setup.kubectl(["create", "service", "clusterip", "web", "-n", "shop", "--tcp=80:8080"])
+            #expect(service.status == 0, "\(service.output)")
+            let storedService = try await json(["get", "service", "web", "-n", "shop"])
+            let port = storedService["spec"]?["ports"]?.arrayValue?.first
+            #expect(port?["port"] == .integer(80) && port?["targetPort"] == .integer(8080), "\(port ?? .null)")
+
+            let job = try await setup.kubectl(["create", "job", "once", "-n", "shop", "--image=busybox:1.36", "--", "echo", "hi"])
+            #expect(job.status == 0, "\(job.output)")
+            let storedJob = try await json(["get", "job", "once", "-n", "shop"])
+            #expect(storedJob["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.first?["command"] == .array(["echo", "hi"]))
+
+            let listed = try await setup.kubectl(["get", "all", "-n", "shop", "-o", "name"])
+            #expect(listed.output.contains("deployment.apps/web") && listed.output.contains("service/web") && listed.output.contains("job.batch/once"), "\(listed.output)")
+
+            // auth can-i: a SelfSubjectAccessReview (protobuf too), answered by the authorizer.
+            let adminMay = try await setup.kubectl(["auth", "can-i", "delete", "pods", "-n", "shop"])
+            #expect(adminMay.status == 0 && adminMay.output.trimmingCharacters(in: .whitespacesAndNewlines) == "yes", "\(adminMay.output)")
+            let kubeletMay = try await setup.kubectl(["auth", "can-i", "list", "secrets", "-A"], config: "kubelet")
+            #expect(kubeletMay.status != 0 && kubeletMay.output.hasPrefix("no"), "\(kubeletMay.output)")
+            let kubeletVersion = try await setup.kubectl(["auth", "can-i", "get", "/version"], config: "kubelet")
+            #expect(kubeletVersion.status == 0 && kubeletVersion.output.hasPrefix("yes"), "\(kubeletVersion.output)")
+            // The review is not stored.
+            let reviews = try await setup.kubectl(["get", "--raw", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"])
+            #expect(reviews.status != 0, "\(reviews.output)")
+
+            // Protobuf that does not decode: a 400 naming the problem, nothing stored.
+            let garbage: [UInt8] = [0x6b, 0x38, 0x73, 0x00, 0x0a, 0x40, 0x01]
+            try Data(garbage).write(to: URL(fileURLWithPath: "\(setup.directory)/garbage.pb"))
+            let bad = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/vnd.kubernetes.protobuf", "--data-binary", "@garbage.pb",
+                                            setup.url + "/api/v1/namespaces/shop/configmaps"])
+            #expect(bad.output.hasSuffix("\n400") && bad.output.contains("does not decode as application/vnd.kubernetes.protobuf"), "\(bad.output)")
+        }
+    }
+
+    static let withUnknownField = """
+        apiVersion: v1
+        kind: ConfigMap
+        metadata:
+          name: strict
+          colour: blue
+        data:
+          a: "1"
+        """
+
+    @Test("field validation: kubectl create -f refuses an unknown field naming it (Strict), a wrong type, a missing required field; Warn answers a Warning header; Ignore drops it")
+    func fieldValidation() async throws {
+        try await Self.withServer { setup in
+            let unknownFile = "\(setup.directory)/unknown.yaml"
+            try Self.withUnknownField.write(toFile: unknownFile, atomically: true, encoding: .utf8)
+            let strict = try await setup.kubectl(["create", "-f", unknownFile])
+            #expect(strict.status != 0 && strict.output.contains("strict decoding error: unknown field \"metadata.colour\""), "\(strict.output)")
+            let absent = try await setup.kubectl(["get", "configmap", "strict"])
+            #expect(absent.status != 0 && absent.output.contains("NotFound"), "\(absent.output)")
+
+            let warned = try await setup.kubectl(["create", "-f", unknownFile, "--validate=warn"])
+            #expect(warned.status == 0 && warned.output.contains("Warning: unknown field \"metadata.colour\""), "\(warned.output)")
+            let stored = try await setup.kubectl(["get", "configmap", "strict", "-o", "json"])
+            #expect(stored.status == 0 && !stored.output.contains("colour"), "\(stored.output)")
+            let ignored = try await setup.curl(["-w", "\\n%{http_code}", "-D", "-", "-H", "Content-Type: application/json", "--data-binary",
+                                                #"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ignored","colour":"red"}}"#,
+                                                setup.url + "/api/v1/namespaces/default/configmaps?fieldValidation=Ignore"])
+            #expect(ignored.output.hasSuffix("\n201") && !ignored.output.lowercased().contains("warning:"), "\(ignored.output)")
+
+            let wrongTypeFile = "\(setup.directory)/wrongtype.yaml"
+            try """
+                apiVersion: apps/v1
+                kind: Deployment
+                metadata:
+                  name: typed
+                spec:
+                  replicas: "three"
+                  selector: {matchLabels: {app: typed}}
+                  template:
+                    metadata: {labels: {app: typed}}
+                    spec: {containers: [{name: c, image: busybox}]}
+                """.write(toFile: wrongTypeFile, atomically: true, encoding: .utf8)
+            let wrongType = try await setup.kubectl(["create", "-f", wrongTypeFile])
+            #expect(wrongType.status != 0 && wrongType.output.contains("spec.replicas"), "\(wrongType.output)")
+
+            let missingFile = "\(setup.directory)/missing.yaml"
+            try """
+                apiVersion: apps/v1
+                kind: Deployment
+                metadata:
+                  name: incomplete
+                spec:
+                  replicas: 1
+                  selector: {matchLabels: {app: incomplete}}
+                  template:
+                    metadata: {labels: {app: incomplete}}
+                    spec: {containers: [{image: busybox}]}
+                """.write(toFile: missingFile, atomically: true, encoding: .utf8)
+            let missing = try await setup.kubectl(["create", "-f", missingFile])
+            #expect(missing.status != 0 && missing.output.contains("spec.template.spec.containers[0].name") && missing.output.contains("Required value"),
+                    "\(missing.output)")
+            let none = try await setup.kubectl(["get", "deployments", "-o", "name"])
+            #expect(none.status == 0 && none.output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(none.output)")
+        }
+    }
+
     @Test("refusals: no certificate 401 (but /version, /healthz), a kubelet 403 in Kubernetes' words, another CA at TLS, 413, 400, 415, 404; still serving")
     func refusals() async throws {
         try await Self.withServer { setup in

@@ -1,0 +1,32 @@
+import Resources
+
+/// authorization.k8s.io/v1 SelfSubjectAccessReview: "may I?" (`kubectl auth can-i`) answered by
+/// the authorizer that decides the user's own requests. Never stored; the answer is the review
+/// with its `status` (allowed, and a reason when denied), as kube-apiserver returns it.
+enum AccessReview {
+    static func review(_ body: JSONValue, user: UserInfo, authorizer: any Authorizer) throws(APIError) -> JSONValue {
+        guard case .object(var review) = body else { throw APIError.badRequest("a SelfSubjectAccessReview must be an object") }
+        let spec = body["spec"]
+        let question: RequestInfo
+        if let attributes = spec?["resourceAttributes"], case .object = attributes {
+            func text(_ key: String) -> String? { attributes[key]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } }
+            question = RequestInfo(verb: text("verb") ?? "", group: text("group") ?? "", version: text("version") ?? "",
+                                   resource: text("resource") ?? "", subresource: text("subresource"), namespace: text("namespace"), name: text("name"))
+        } else if let attributes = spec?["nonResourceAttributes"], case .object = attributes {
+            question = RequestInfo(verb: attributes["verb"]?.stringValue ?? "", nonResourcePath: attributes["path"]?.stringValue ?? "")
+        } else {
+            throw APIError.invalid(kind: "SelfSubjectAccessReview", group: "authorization.k8s.io", name: "", causes: [
+                .init(reason: "FieldValueRequired", message: "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                      field: "spec.resourceAttributes"),
+            ])
+        }
+        let allowed = authorizer.allows(user, question)
+        var status: [String: JSONValue] = ["allowed": .bool(allowed)]
+        if !allowed { status["reason"] = .string("no rule of the authorizer allows \(user.name) to \(question.verb) this") }
+        review["status"] = .object(status)
+        var metadata = review["metadata"]?.objectValue ?? [:]
+        metadata["creationTimestamp"] = .null
+        review["metadata"] = .object(metadata)
+        return .object(review)
+    }
+}
