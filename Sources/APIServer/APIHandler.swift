@@ -129,7 +129,8 @@ public struct APIHandler: Sendable {
             return .object(status: 201, try AccessReview.review(body, user: user, authorizer: authorizer), warnings: warnings)
         case "create":
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
-            let prepared = try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
+            let prepared = try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace))
+            if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
             if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
             let name = prepared.metadata("name")?.stringValue ?? ""
             return .object(status: 201, try await storage.create(resource, namespace: namespace, name: name, object: prepared), warnings: warnings)
@@ -137,12 +138,13 @@ public struct APIHandler: Sendable {
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
             let name = info.name!
             let existing = try await storage.get(resource, namespace: namespace, name: name)
-            let prepared = try ObjectMetaRules.prepareForUpdate(body, existing: existing, .init(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource)))
+            let prepared = try ObjectMetaRules.prepareForUpdate(body, existing: existing, .init(resource: resource, namespace: namespace))
+            if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
             let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
             if request.query["dryRun"] == "All" { return .object(status: 200, prepared, warnings: warnings) }
             return .object(status: 200, try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version), warnings: warnings)
         case "patch":
-            let (patched, warnings) = try await patch(resource, namespace: namespace, name: info.name!, request)
+            let (patched, warnings) = try await patch(resource, namespace: namespace, name: info.name!, request, user: user)
             return .object(status: 200, patched, warnings: warnings)
         case "delete":
             var preconditions = ObjectStorage.Preconditions()
@@ -162,14 +164,14 @@ public struct APIHandler: Sendable {
     /// A PATCH: the patch applied to the object as stored, the result checked as an update and
     /// written on the version it was made from (again from the new version after a conflict); a
     /// `metadata.resourceVersion` in the patch must be the stored one (409 otherwise).
-    func patch(_ resource: ResourceType, namespace: String?, name: String, _ request: APIRequest) async throws(APIError) -> (JSONValue, [String]) {
+    func patch(_ resource: ResourceType, namespace: String?, name: String, _ request: APIRequest, user: UserInfo?) async throws(APIError) -> (JSONValue, [String]) {
         guard let type = request.contentType, let kind = Patches.Kind(rawValue: type) else {
             throw APIError(code: 415, reason: "UnsupportedMediaType",
                            message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (not \(request.contentType ?? "none"); server-side apply is not served yet)")
         }
         guard request.body.count <= Self.bodyBytesMax else { throw APIError.tooLarge }
         let definition = OpenAPI.definitionName(group: resource.group, version: resource.version, kind: resource.kind)
-        let context = ObjectMetaRules.Context(resource: resource, namespace: namespace, namesAreLabels: Self.namesAreLabels(resource))
+        let context = ObjectMetaRules.Context(resource: resource, namespace: namespace)
         let body = request.body
         let query = request.query
         var warnings: [String] = []
@@ -179,7 +181,9 @@ public struct APIHandler: Sendable {
             if let wanted = patched.metadata("resourceVersion")?.stringValue, wanted != current.metadata("resourceVersion")?.stringValue {
                 throw APIError.conflict(resource, name: name)
             }
-            return try ObjectMetaRules.prepareForUpdate(patched, existing: current, context)
+            let prepared = try ObjectMetaRules.prepareForUpdate(patched, existing: current, context)
+            if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
+            return prepared
         }
         if request.query["dryRun"] == "All" {
             let result = try transform(try await storage.get(resource, namespace: namespace, name: name))
@@ -198,11 +202,6 @@ public struct APIHandler: Sendable {
         }
         let (pruned, warnings) = try FieldValidation.validate(object, resource: resource, directive: directive)
         return (pruned, warnings)
-    }
-
-    /// Namespaces and services are named by DNS-1123 labels; the rest by subdomains.
-    static func namesAreLabels(_ resource: ResourceType) -> Bool {
-        resource.group.isEmpty && ["namespaces", "services"].contains(resource.name)
     }
 
     static func decodeBody(_ body: [UInt8], contentType: String?) throws(APIError) -> JSONValue {

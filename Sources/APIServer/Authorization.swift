@@ -19,6 +19,13 @@ public struct UserInfo: Sendable, Equatable {
 /// subresource, namespace, name; or a non-resource path).
 public protocol Authorizer: Sendable {
     func allows(_ user: UserInfo, _ request: RequestInfo) -> Bool
+    /// The rules of a role (`Role` in `namespace`, or `ClusterRole`), for RBAC's escalation
+    /// check of a binding; nil when the authorizer knows no such role.
+    func rules(ofRole kind: String, name: String, namespace: String?) -> [PolicyRule]?
+}
+
+extension Authorizer {
+    public func rules(ofRole kind: String, name: String, namespace: String?) -> [PolicyRule]? { nil }
 }
 
 /// The authorizer until RBAC is served: `system:masters` may do everything; every other

@@ -1,7 +1,8 @@
 import Resources
 
 /// What every cluster has from its start (kube-apiserver's bootstrap controllers): the
-/// namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease`.
+/// namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease`, and the bootstrap
+/// RBAC policy (``BootstrapPolicy``).
 public enum BootstrapObjects {
     public static let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
 
@@ -18,11 +19,14 @@ public enum BootstrapObjects {
     /// Creates the bootstrap namespaces that are missing (every API server does this as it
     /// starts; the create's txn on revision 0 makes one win, the others see AlreadyExists).
     public static func ensure(_ storage: ObjectStorage) async throws(APIError) {
-        guard let resource = ServedResources.find(group: "", version: "v1", name: "namespaces") else { return }
-        for name in namespaces {
-            let object = try ObjectMetaRules.prepareForCreate(namespace(name), .init(resource: resource, namespace: nil, namesAreLabels: true))
+        var objects = namespaces.map { (resource: "namespaces", object: namespace($0)) }
+        objects += BootstrapPolicy.objects
+        for (name, object) in objects {
+            let group = name == "namespaces" ? "" : "rbac.authorization.k8s.io"
+            guard let resource = ServedResources.find(group: group, version: "v1", name: name) else { continue }
+            let prepared = try ObjectMetaRules.prepareForCreate(object, .init(resource: resource, namespace: nil))
             do {
-                _ = try await storage.create(resource, namespace: nil, name: name, object: object)
+                _ = try await storage.create(resource, namespace: nil, name: prepared.metadata("name")?.stringValue ?? "", object: prepared)
             } catch where error.reason == "AlreadyExists" {
                 continue
             }

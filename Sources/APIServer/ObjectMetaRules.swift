@@ -21,17 +21,14 @@ public enum ObjectMetaRules {
         public var uid: String
         /// Five letters of ``suffixAlphabet`` for a `generateName` suffix.
         public var suffix: String
-        /// Names must be DNS-1123 labels (namespaces, services) rather than subdomains.
-        public var namesAreLabels: Bool
 
         public init(resource: ResourceType, namespace: String?, now: Date = Date(), uid: String = UUID().uuidString.lowercased(),
-                    suffix: String = String((0..<5).map { _ in ObjectMetaRules.suffixAlphabet.randomElement()! }), namesAreLabels: Bool = false) {
+                    suffix: String = String((0..<5).map { _ in ObjectMetaRules.suffixAlphabet.randomElement()! })) {
             self.resource = resource
             self.namespace = namespace
             self.now = now
             self.uid = uid
             self.suffix = suffix
-            self.namesAreLabels = namesAreLabels
         }
     }
 
@@ -123,8 +120,7 @@ public enum ObjectMetaRules {
         if name.isEmpty {
             causes.append(APIError.Cause(reason: "FieldValueRequired", message: "Required value: name or generateName is required", field: "metadata.name"))
         } else {
-            let problems = NameRules.pathSegmentProblems(name) + (context.namesAreLabels ? NameRules.dnsLabelProblems(name) : NameRules.dnsSubdomainProblems(name))
-            for problem in problems {
+            for problem in NameRules.problems(name, for: context.resource) {
                 causes.append(APIError.Cause(reason: "FieldValueInvalid", message: "Invalid value: \"\(name)\": \(problem)", field: "metadata.name"))
             }
         }
