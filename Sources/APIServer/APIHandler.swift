@@ -93,13 +93,14 @@ public struct APIHandler: Sendable {
         guard let resource = resources.first(where: { $0.group == info.group && $0.version == info.version && $0.name == info.resource }) else {
             throw APIError.noSuchResource
         }
-        if info.subresource != nil {
-            throw APIError.noSuchResource
-        }
         if resource.namespaced && info.namespace == nil && !["list", "watch"].contains(info.verb) {
             throw APIError.noSuchResource
         }
         let namespace = resource.namespaced ? info.namespace : nil
+        if let subresource = info.subresource {
+            guard resource.subresources.contains(subresource), let name = info.name else { throw APIError.noSuchResource }
+            return try await self.subresource(subresource, resource, namespace: namespace, objectName: name, verb: info.verb, request, user: user)
+        }
         // A name for get, update, patch and delete; none for create (POST to a name is a subresource's).
         let named = info.name != nil
         guard resource.verbs.contains(info.verb), named == ["get", "update", "patch", "delete"].contains(info.verb) || ["watch"].contains(info.verb) else {
@@ -129,7 +130,7 @@ public struct APIHandler: Sendable {
             return .object(status: 201, try AccessReview.review(body, user: user, authorizer: authorizer), warnings: warnings)
         case "create":
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
-            let prepared = try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace))
+            let prepared = StatusOnCreate.reset(try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace)), resource)
             if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
             if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
             let name = prepared.metadata("name")?.stringValue ?? ""
@@ -138,8 +139,7 @@ public struct APIHandler: Sendable {
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
             let name = info.name!
             let existing = try await storage.get(resource, namespace: namespace, name: name)
-            let prepared = try ObjectMetaRules.prepareForUpdate(body, existing: existing, .init(resource: resource, namespace: namespace))
-            if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
+            let prepared = try prepared(body, existing: existing, resource, namespace: namespace, view: .main(resource), user: user)
             let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
             if request.query["dryRun"] == "All" { return .object(status: 200, prepared, warnings: warnings) }
             return .object(status: 200, try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version), warnings: warnings)
@@ -164,33 +164,34 @@ public struct APIHandler: Sendable {
     /// A PATCH: the patch applied to the object as stored, the result checked as an update and
     /// written on the version it was made from (again from the new version after a conflict); a
     /// `metadata.resourceVersion` in the patch must be the stored one (409 otherwise).
-    func patch(_ resource: ResourceType, namespace: String?, name: String, _ request: APIRequest, user: UserInfo?) async throws(APIError) -> (JSONValue, [String]) {
+    func patch(_ resource: ResourceType, namespace: String?, name: String, _ request: APIRequest, user: UserInfo?,
+               view: ObjectView? = nil) async throws(APIError) -> (JSONValue, [String]) {
+        let view = view ?? .main(resource)
         guard let type = request.contentType, let kind = Patches.Kind(rawValue: type) else {
             throw APIError(code: 415, reason: "UnsupportedMediaType",
                            message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (not \(request.contentType ?? "none"); server-side apply is not served yet)")
         }
         guard request.body.count <= Self.bodyBytesMax else { throw APIError.tooLarge }
-        let definition = OpenAPI.definitionName(group: resource.group, version: resource.version, kind: resource.kind)
-        let context = ObjectMetaRules.Context(resource: resource, namespace: namespace)
+        let bodyType = view.bodyType
+        let definition = OpenAPI.definitionName(group: bodyType.group, version: bodyType.version, kind: bodyType.kind)
         let body = request.body
         let query = request.query
         var warnings: [String] = []
         let transform = { (current: JSONValue) throws(APIError) -> JSONValue in
-            let (patched, found) = try Self.validated(try Patches.apply(kind, patch: body, to: current, definition: definition), resource, query)
+            let seen = try view.project(current)
+            let (patched, found) = try Self.validated(try Patches.apply(kind, patch: body, to: seen, definition: definition), bodyType, query)
             warnings = found
             if let wanted = patched.metadata("resourceVersion")?.stringValue, wanted != current.metadata("resourceVersion")?.stringValue {
                 throw APIError.conflict(resource, name: name)
             }
-            let prepared = try ObjectMetaRules.prepareForUpdate(patched, existing: current, context)
-            if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
-            return prepared
+            return try prepared(patched, existing: current, resource, namespace: namespace, view: view, user: user)
         }
         if request.query["dryRun"] == "All" {
             let result = try transform(try await storage.get(resource, namespace: namespace, name: name))
-            return (result, warnings)
+            return (try view.project(result), warnings)
         }
         let result = try await storage.guaranteedUpdate(resource, namespace: namespace, name: name, transform)
-        return (result, warnings)
+        return (try view.project(result), warnings)
     }
 
     /// `object` checked against its schema under the request's `fieldValidation` (Warn when

@@ -1,3 +1,4 @@
+import Foundation
 import Resources
 
 /// A label selector, as `?labelSelector=` and `kubectl -l` write it (`app=web,tier!=db`,
@@ -80,6 +81,29 @@ public struct LabelSelector: Sendable, Equatable {
             requirements.append(Requirement(key: expression.key ?? "", op: op, values: values))
         }
         self.requirements = requirements
+    }
+}
+
+extension LabelSelector {
+    /// The selector in Kubernetes' text form (requirements sorted by key): `app=web,tier in (a,b)`.
+    public var text: String {
+        requirements.sorted { $0.key < $1.key }.map { requirement in
+            switch requirement.op {
+            case .equals: "\(requirement.key)=\(requirement.values.first ?? "")"
+            case .notEquals: "\(requirement.key)!=\(requirement.values.first ?? "")"
+            case .in: "\(requirement.key) in (\(requirement.values.joined(separator: ",")))"
+            case .notIn: "\(requirement.key) notin (\(requirement.values.joined(separator: ",")))"
+            case .exists: requirement.key
+            case .doesNotExist: "!\(requirement.key)"
+            }
+        }.joined(separator: ",")
+    }
+
+    /// The text form of an object's selector (`spec.selector` as JSON); "" when it is not one.
+    static func text(of json: JSONValue) -> String {
+        guard let selector = try? JSONDecoder().decode(MetaV1.LabelSelector.self, from: Data(json.jsonBytes)),
+              let parsed = try? LabelSelector(selector) else { return "" }
+        return parsed.text
     }
 }
 

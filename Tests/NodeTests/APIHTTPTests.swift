@@ -417,6 +417,91 @@ struct APIHTTPTests {
         }
     }
 
+    @Test("subresources: scale (kubectl scale, the Scale's selector, a negative count refused), status (only status changes through it, the main resource keeps it), a new pod Pending with its QoS class, pods/binding once, pods/eviction, namespaces/finalize")
+    func subresources() async throws {
+        try await Self.withServer { setup in
+            func json(_ arguments: [String]) async throws -> JSONValue {
+                let result = try await setup.kubectl(arguments)
+                #expect(result.status == 0, "\(arguments): \(result.output)")
+                return (try? JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))) ?? .null
+            }
+            let file = "\(setup.directory)/deployment.yaml"
+            try Self.deployment.write(toFile: file, atomically: true, encoding: .utf8)
+            #expect(try await setup.kubectl(["apply", "-f", file]).status == 0)
+            let scaled = try await setup.kubectl(["scale", "deployment", "web", "--replicas=4"])
+            #expect(scaled.status == 0 && scaled.output.contains("deployment.apps/web scaled"), "\(scaled.output)")
+            var deployment = try await json(["get", "deployment", "web", "-o", "json"])
+            #expect(deployment["spec"]?["replicas"] == .integer(4) && deployment["metadata"]?["generation"] == .integer(2), "\(deployment)")
+            let scale = try await json(["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web/scale"])
+            #expect(scale["kind"] == "Scale" && scale["spec"]?["replicas"] == .integer(4) && scale["status"]?["selector"] == "app=web", "\(scale)")
+            let negative = try await setup.kubectl(["scale", "deployment", "web", "--replicas=-1"])
+            #expect(negative.status != 0, "\(negative.output)")
+
+            // Status through its subresource; spec untouched, generation unchanged.
+            let status = try await setup.kubectl(["patch", "deployment", "web", "--subresource=status", "--type=merge",
+                                                  "-p", #"{"status":{"replicas":4,"readyReplicas":3},"spec":{"replicas":9}}"#])
+            #expect(status.status == 0, "\(status.output)")
+            deployment = try await json(["get", "deployment", "web", "-o", "json"])
+            #expect(deployment["status"]?["readyReplicas"] == .integer(3) && deployment["spec"]?["replicas"] == .integer(4), "\(deployment)")
+            #expect(deployment["metadata"]?["generation"] == .integer(2))
+            let ready = try await setup.kubectl(["get", "deployment", "web"])
+            #expect(ready.output.contains("3/4"), "\(ready.output)")
+            // The resource itself cannot change its status.
+            let mainPatch = try await setup.kubectl(["patch", "deployment", "web", "--type=merge", "-p", #"{"status":{"readyReplicas":0}}"#])
+            #expect(mainPatch.status == 0, "\(mainPatch.output)")
+            deployment = try await json(["get", "deployment", "web", "-o", "json"])
+            #expect(deployment["status"]?["readyReplicas"] == .integer(3), "\(deployment)")
+
+            // A pod's status on create is the server's: Pending, with its QoS class.
+            try """
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: sized}
+                spec:
+                  containers:
+                  - name: c
+                    image: busybox
+                    resources: {limits: {cpu: 500m, memory: 64Mi}}
+                status: {phase: Running}
+                """.write(toFile: "\(setup.directory)/pod.yaml", atomically: true, encoding: .utf8)
+            #expect(try await setup.kubectl(["create", "-f", "\(setup.directory)/pod.yaml"]).status == 0)
+            let pod = try await json(["get", "pod", "sized", "-o", "json"])
+            #expect(pod["status"] == .object(["phase": "Pending", "qosClass": "Guaranteed"]), "\(pod["status"] ?? .null)")
+
+            // Binding: assigns the pod once.
+            let base = setup.url + "/api/v1/namespaces/default/pods/sized"
+            let binding = #"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"sized"},"target":{"kind":"Node","name":"n1"}}"#
+            let bound = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", binding, base + "/binding"])
+            #expect(bound.output.hasSuffix("\n201"), "\(bound.output)")
+            let placed = try await json(["get", "pod", "sized", "-o", "json"])
+            #expect(placed["spec"]?["nodeName"] == "n1", "\(placed)")
+            #expect(placed["status"]?["conditions"]?.arrayValue?.contains { $0["type"] == "PodScheduled" && $0["status"] == "True" } == true)
+            let again = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", binding, base + "/binding"])
+            #expect(again.output.hasSuffix("\n409") && again.output.contains("is already assigned to node \\\"n1\\\""), "\(again.output)")
+            let noTarget = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary",
+                                                 #"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"sized"},"target":{}}"#, base + "/binding"])
+            #expect(noTarget.output.hasSuffix("\n422") && noTarget.output.contains("target.name"), "\(noTarget.output)")
+
+            // Eviction deletes it.
+            let evicted = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary",
+                                                #"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"sized"}}"#, base + "/eviction"])
+            #expect(evicted.output.hasSuffix("\n201"), "\(evicted.output)")
+            let gone = try await setup.kubectl(["get", "pod", "sized"])
+            #expect(gone.status != 0 && gone.output.contains("NotFound"), "\(gone.output)")
+
+            // An unknown subresource is 404; finalize changes only spec.finalizers.
+            let unknown = try await setup.kubectl(["get", "--raw", "/api/v1/namespaces/default/pods/sized/frobnicate"])
+            #expect(unknown.status != 0 && unknown.output.contains("NotFound"), "\(unknown.output)")
+            #expect(try await setup.kubectl(["create", "namespace", "doomed"]).status == 0)
+            let finalize = try await setup.curl(["-w", "\\n%{http_code}", "-X", "PUT", "-H", "Content-Type: application/json", "--data-binary",
+                                                 #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"doomed","labels":{"x":"y"}},"spec":{"finalizers":[]}}"#,
+                                                 setup.url + "/api/v1/namespaces/doomed/finalize"])
+            #expect(finalize.output.hasSuffix("\n200"), "\(finalize.output)")
+            let namespace = try await json(["get", "namespace", "doomed", "-o", "json"])
+            #expect(namespace["spec"]?["finalizers"] == .array([]) && namespace["metadata"]?["labels"]?["x"] == nil, "\(namespace)")
+        }
+    }
+
     static let withUnknownField = """
         apiVersion: v1
         kind: ConfigMap
