@@ -97,6 +97,9 @@ public struct APIHandler: Sendable {
             throw APIError.noSuchResource
         }
         let namespace = resource.namespaced ? info.namespace : nil
+        if let user, let node = NodeAuthorizer.nodeName(of: user) {
+            try await admitNode(node, info, resource, namespace: namespace, request)
+        }
         if let subresource = info.subresource {
             guard resource.subresources.contains(subresource), let name = info.name else { throw APIError.noSuchResource }
             return try await self.subresource(subresource, resource, namespace: namespace, objectName: name, verb: info.verb, request, user: user)
@@ -156,6 +159,20 @@ public struct APIHandler: Sendable {
         default:
             throw APIError.methodNotAllowed
         }
+    }
+
+    /// NodeRestriction for a kubelet's write: the body it creates, or the pod it acts on.
+    func admitNode(_ node: String, _ info: RequestInfo, _ resource: ResourceType, namespace: String?, _ request: APIRequest) async throws(APIError) {
+        guard ["create", "update", "patch", "delete"].contains(info.verb) else { return }
+        var body: JSONValue?
+        var existing: JSONValue?
+        if info.verb == "create" && info.subresource == nil && !request.body.isEmpty {
+            body = try Self.decodeBody(request.body, contentType: request.contentType)
+        }
+        if resource.group.isEmpty && resource.name == "pods", let name = info.name {
+            existing = try? await storage.get(resource, namespace: namespace, name: name)
+        }
+        try NodeRestriction.check(node: node, info, body: body, existing: existing)
     }
 
     /// The media types request bodies may come in (patches have their own; YAML is not read yet).

@@ -242,7 +242,8 @@ extension RBACPolicy {
 }
 
 /// Kubernetes' authorizer chain for this server: the built-in grants of ``MastersAuthorizer``
-/// (system:masters; discovery, health and self-review for everyone), then RBAC over the
+/// (system:masters; discovery, health and self-review for everyone), the ``NodeAuthorizer``
+/// for kubelets (its writes limited by ``NodeRestriction``), then RBAC over the
 /// cluster's Roles, ClusterRoles and bindings. The RBAC objects are held in memory, listed and
 /// then watched from the store by ``run(_:)`` (one watch per kind, relisted after 410), so a
 /// request's check costs no store access; a change reaches every API server within a watch's delay.
@@ -253,7 +254,7 @@ public final class RBACAuthorizer: Authorizer {
     public init() {}
 
     public func allows(_ user: UserInfo, _ request: RequestInfo) -> Bool {
-        if MastersAuthorizer().allows(user, request) { return true }
+        if MastersAuthorizer().allows(user, request) || NodeAuthorizer().allows(user, request) { return true }
         return policy.withLock { $0.allows(user, request) }
     }
 

@@ -502,6 +502,88 @@ struct APIHTTPTests {
         }
     }
 
+    @Test("a kubelet's identity (Node authorizer + NodeRestriction): its own Node, Lease, pods' status and mirror pods; nothing of another node's; no secrets")
+    func kubeletIdentity() async throws {
+        try await Self.withServer { setup in
+            func write(_ name: String, _ text: String) throws -> String {
+                let path = "\(setup.directory)/\(name).yaml"
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                return path
+            }
+            func node(_ name: String) throws -> String { try write("node-\(name)", "apiVersion: v1\nkind: Node\nmetadata: {name: \(name)}\n") }
+            func pod(_ name: String, on node: String, mirror: Bool = false) throws -> String {
+                try write("pod-\(name)", """
+                    apiVersion: v1
+                    kind: Pod
+                    metadata:
+                      name: \(name)
+                      annotations: {\(mirror ? "kubernetes.io/config.mirror: abc" : "note: plain")}
+                    spec:
+                      nodeName: \(node)
+                      containers: [{name: c, image: busybox}]
+                    """)
+            }
+            func lease(_ name: String, namespace: String) throws -> String {
+                try write("lease-\(name)-\(namespace)", "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: \(name), namespace: \(namespace)}\nspec: {holderIdentity: \(name)}\n")
+            }
+            #expect(try await setup.kubectl(["create", "-f", try node("n2")]).status == 0)
+            #expect(try await setup.kubectl(["create", "-f", try pod("p1", on: "n1")]).status == 0)
+            #expect(try await setup.kubectl(["create", "-f", try pod("p2", on: "n2")]).status == 0)
+
+            let own = try await setup.kubectl(["create", "-f", try node("n1")], config: "kubelet")
+            #expect(own.status == 0, "\(own.output)")
+            let other = try await setup.kubectl(["create", "-f", try node("n3")], config: "kubelet")
+            #expect(other.status != 0 && other.output.contains("node \"n1\" is not allowed to modify node \"n3\""), "\(other.output)")
+            let ownStatus = try await setup.kubectl(["patch", "node", "n1", "--subresource=status", "--type=merge", "-p", #"{"status":{"phase":"Running"}}"#], config: "kubelet")
+            #expect(ownStatus.status == 0, "\(ownStatus.output)")
+            let otherStatus = try await setup.kubectl(["patch", "node", "n2", "--subresource=status", "--type=merge", "-p", #"{"status":{"phase":"Running"}}"#], config: "kubelet")
+            #expect(otherStatus.status != 0 && otherStatus.output.contains("not allowed to modify node \"n2\""), "\(otherStatus.output)")
+            let deleteOther = try await setup.kubectl(["delete", "node", "n2"], config: "kubelet")
+            #expect(deleteOther.status != 0 && deleteOther.output.contains("not allowed to modify node \"n2\""), "\(deleteOther.output)")
+            let readsNodes = try await setup.kubectl(["get", "nodes", "-o", "name"], config: "kubelet")
+            #expect(readsNodes.status == 0 && readsNodes.output.contains("node/n2"), "\(readsNodes.output)")
+
+            let ownLease = try await setup.kubectl(["create", "-f", try lease("n1", namespace: "kube-node-lease")], config: "kubelet")
+            #expect(ownLease.status == 0, "\(ownLease.output)")
+            let otherLease = try await setup.kubectl(["create", "-f", try lease("n2", namespace: "kube-node-lease")], config: "kubelet")
+            #expect(otherLease.status != 0 && otherLease.output.contains("can only access node lease with the same name as the requesting node"), "\(otherLease.output)")
+            let leaseElsewhere = try await setup.kubectl(["create", "-f", try lease("n1", namespace: "default")], config: "kubelet")
+            #expect(leaseElsewhere.status != 0 && leaseElsewhere.output.contains("kube-node-lease"), "\(leaseElsewhere.output)")
+
+            let podStatus = try await setup.kubectl(["patch", "pod", "p1", "--subresource=status", "--type=merge", "-p", #"{"status":{"phase":"Running"}}"#], config: "kubelet")
+            #expect(podStatus.status == 0, "\(podStatus.output)")
+            let otherPodStatus = try await setup.kubectl(["patch", "pod", "p2", "--subresource=status", "--type=merge", "-p", #"{"status":{"phase":"Failed"}}"#], config: "kubelet")
+            #expect(otherPodStatus.status != 0 && otherPodStatus.output.contains("can only update pod status for pods with spec.nodeName set to itself"), "\(otherPodStatus.output)")
+            let podSpec = try await setup.kubectl(["label", "pod", "p1", "x=y"], config: "kubelet")
+            #expect(podSpec.status != 0 && podSpec.output.contains("cannot patch resource \"pods\""), "\(podSpec.output)")
+            let deleteOtherPod = try await setup.kubectl(["delete", "pod", "p2", "--wait=false"], config: "kubelet")
+            #expect(deleteOtherPod.status != 0 && deleteOtherPod.output.contains("can only delete pods with spec.nodeName set to itself"), "\(deleteOtherPod.output)")
+            let deleteOwnPod = try await setup.kubectl(["delete", "pod", "p1", "--wait=false"], config: "kubelet")
+            #expect(deleteOwnPod.status == 0, "\(deleteOwnPod.output)")
+
+            let plainPod = try await setup.kubectl(["create", "-f", try pod("p3", on: "n1")], config: "kubelet")
+            #expect(plainPod.status != 0 && plainPod.output.contains("can only create mirror pods"), "\(plainPod.output)")
+            let mirror = try await setup.kubectl(["create", "-f", try pod("p4", on: "n1", mirror: true)], config: "kubelet")
+            #expect(mirror.status == 0, "\(mirror.output)")
+            let mirrorElsewhere = try await setup.kubectl(["create", "-f", try pod("p5", on: "n2", mirror: true)], config: "kubelet")
+            #expect(mirrorElsewhere.status != 0 && mirrorElsewhere.output.contains("can only create pods with spec.nodeName set to itself"), "\(mirrorElsewhere.output)")
+
+            let event = try await setup.kubectl(["create", "-f", try write("event", """
+                apiVersion: v1
+                kind: Event
+                metadata: {name: n1.started, namespace: default}
+                involvedObject: {kind: Node, name: n1}
+                reason: Starting
+                message: kubelet started
+                """)], config: "kubelet")
+            #expect(event.status == 0, "\(event.output)")
+            let configMap = try await setup.kubectl(["create", "configmap", "sneaky", "--from-literal=a=b"], config: "kubelet")
+            #expect(configMap.status != 0 && configMap.output.contains("cannot create resource \"configmaps\""), "\(configMap.output)")
+            let survivors = try await setup.kubectl(["get", "pods", "-o", "name"])
+            #expect(survivors.output.contains("pod/p2") && !survivors.output.contains("pod/p1") && survivors.output.contains("pod/p4"), "\(survivors.output)")
+        }
+    }
+
     static let withUnknownField = """
         apiVersion: v1
         kind: ConfigMap
@@ -580,13 +662,13 @@ struct APIHTTPTests {
             let anonymousDiscovery = try await setup.curl(["-w", "\\n%{http_code}", setup.url + "/api"], identity: nil)
             #expect(anonymousDiscovery.output.hasSuffix("\n401"), "\(anonymousDiscovery.output)")
 
-            let kubelet = try await setup.kubectl(["get", "pods"], config: "kubelet")
+            let kubelet = try await setup.kubectl(["get", "secrets"], config: "kubelet")
             #expect(kubelet.status != 0)
-            #expect(kubelet.output.contains("Error from server (Forbidden): pods is forbidden: User \"system:node:n1\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+            #expect(kubelet.output.contains("Error from server (Forbidden): secrets is forbidden: User \"system:node:n1\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""),
                     "\(kubelet.output)")
-            let kubeletNode = try await setup.kubectl(["get", "node", "n2"], config: "kubelet")
-            #expect(kubeletNode.output.contains("nodes \"n2\" is forbidden: User \"system:node:n1\" cannot get resource \"nodes\" in API group \"\" at the cluster scope"),
-                    "\(kubeletNode.output)")
+            let kubeletRole = try await setup.kubectl(["get", "clusterrole", "view"], config: "kubelet")
+            #expect(kubeletRole.output.contains("clusterroles.rbac.authorization.k8s.io \"view\" is forbidden: User \"system:node:n1\" cannot get resource \"clusterroles\" in API group \"rbac.authorization.k8s.io\" at the cluster scope"),
+                    "\(kubeletRole.output)")
             let kubeletDiscovery = try await setup.kubectl(["api-versions"], config: "kubelet")
             #expect(kubeletDiscovery.status == 0, "\(kubeletDiscovery.output)")
 
