@@ -133,7 +133,9 @@ public struct APIHandler: Sendable {
             return .object(status: 201, try AccessReview.review(body, user: user, authorizer: authorizer), warnings: warnings)
         case "create":
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
-            let prepared = StatusOnCreate.reset(try ObjectMetaRules.prepareForCreate(body, .init(resource: resource, namespace: namespace)), resource)
+            let made = try ObjectMetaRules.prepareForCreate(Defaults.apply(body, resource), .init(resource: resource, namespace: namespace))
+            let prepared = Defaults.onCreate(StatusOnCreate.reset(made, resource), resource)
+            try ObjectValidation.check(prepared, existing: nil, resource)
             if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
             if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
             let name = prepared.metadata("name")?.stringValue ?? ""

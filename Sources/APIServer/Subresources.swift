@@ -130,8 +130,9 @@ extension APIHandler {
                 throw APIError.badRequest("the name of the object (\(given)) does not match the name on the URL (\(name))")
             }
         }
-        let merged = try view.merge(body, existing)
+        let merged = Defaults.apply(try view.merge(body, existing), resource)
         let prepared = try ObjectMetaRules.prepareForUpdate(merged, existing: existing, .init(resource: resource, namespace: namespace))
+        try ObjectValidation.check(prepared, existing: existing, resource)
         if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
         return prepared
     }

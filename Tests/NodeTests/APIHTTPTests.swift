@@ -584,6 +584,37 @@ struct APIHTTPTests {
         }
     }
 
+    @Test("defaults and validation through kubectl: kubectl run's pod defaulted, an image update allowed and another spec change refused, a selector that misses its template refused")
+    func defaultsAndValidation() async throws {
+        try await Self.withServer { setup in
+            let run = try await setup.kubectl(["run", "web", "--image=nginx:1.27", "--port=80"])
+            #expect(run.status == 0 && run.output.contains("pod/web created"), "\(run.output)")
+            let got = try await setup.kubectl(["get", "pod", "web", "-o", "json"])
+            let pod = try JSONDecoder().decode(JSONValue.self, from: Data(got.output.utf8))
+            #expect(pod["spec"]?["dnsPolicy"] == "ClusterFirst" && pod["spec"]?["restartPolicy"] == "Always" && pod["spec"]?["terminationGracePeriodSeconds"] == .integer(30))
+            let container = pod["spec"]?["containers"]?.arrayValue?.first
+            #expect(container?["imagePullPolicy"] == "IfNotPresent" && container?["ports"]?.arrayValue?.first?["protocol"] == "TCP", "\(container ?? .null)")
+            #expect(pod["status"]?["phase"] == "Pending" && pod["status"]?["qosClass"] == "BestEffort")
+            let listed = try await setup.kubectl(["get", "pods"])
+            #expect(listed.output.contains("Pending"), "\(listed.output)")
+
+            let image = try await setup.kubectl(["set", "image", "pod/web", "web=nginx:1.28"])
+            #expect(image.status == 0 && image.output.contains("image updated"), "\(image.output)")
+            let spec = try await setup.kubectl(["patch", "pod", "web", "-p", #"{"spec":{"restartPolicy":"Never"}}"#])
+            #expect(spec.status != 0 && spec.output.contains("pod updates may not change fields other than `spec.containers[*].image`"), "\(spec.output)")
+
+            let file = "\(setup.directory)/mismatch.yaml"
+            try Self.deployment.replacingOccurrences(of: "      app: web\n  template", with: "      app: db\n  template").write(toFile: file, atomically: true, encoding: .utf8)
+            let mismatch = try await setup.kubectl(["create", "-f", file])
+            #expect(mismatch.status != 0 && mismatch.output.contains("spec.template.metadata.labels: Invalid value")
+                    && mismatch.output.contains("`selector` does not match template `labels`"), "\(mismatch.output)")
+            let noPorts = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary",
+                                                #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"empty"},"spec":{"selector":{"app":"web"}}}"#,
+                                                setup.url + "/api/v1/namespaces/default/services"])
+            #expect(noPorts.output.hasSuffix("\n422") && noPorts.output.contains("\"field\":\"spec.ports\""), "\(noPorts.output)")
+        }
+    }
+
     static let withUnknownField = """
         apiVersion: v1
         kind: ConfigMap
