@@ -136,6 +136,7 @@ public struct APIHandler: Sendable {
             let made = try ObjectMetaRules.prepareForCreate(Defaults.apply(body, resource), .init(resource: resource, namespace: namespace))
             let prepared = Defaults.onCreate(StatusOnCreate.reset(made, resource), resource)
             try ObjectValidation.check(prepared, existing: nil, resource)
+            if let namespace { try await checkNamespaceOpen(namespace) }
             if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
             if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
             let name = prepared.metadata("name")?.stringValue ?? ""
@@ -147,20 +148,23 @@ public struct APIHandler: Sendable {
             let prepared = try prepared(body, existing: existing, resource, namespace: namespace, view: .main(resource), user: user)
             let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
             if request.query["dryRun"] == "All" { return .object(status: 200, prepared, warnings: warnings) }
-            return .object(status: 200, try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version), warnings: warnings)
+            let stored = try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version)
+            return .object(status: 200, try await finishDeletion(resource, namespace: namespace, stored), warnings: warnings)
         case "patch":
             let (patched, warnings) = try await patch(resource, namespace: namespace, name: info.name!, request, user: user)
             return .object(status: 200, patched, warnings: warnings)
         case "delete":
-            var preconditions = ObjectStorage.Preconditions()
-            if !request.body.isEmpty, let options = try? Self.decodeBody(request.body, contentType: request.contentType) {
-                preconditions.uid = options["preconditions"]?["uid"]?.stringValue
-                preconditions.resourceVersion = options["preconditions"]?["resourceVersion"]?.stringValue
-            }
-            return .object(status: 200, try await storage.delete(resource, namespace: namespace, name: info.name!, preconditions: preconditions))
+            return try await delete(resource, namespace: namespace, name: info.name!, try Self.deleteOptions(request))
+        case "deletecollection":
+            return try await deleteCollection(resource, namespace: namespace, request, options: try Self.deleteOptions(request))
         default:
             throw APIError.methodNotAllowed
         }
+    }
+
+    static func deleteOptions(_ request: APIRequest) throws(APIError) -> DeleteOptions {
+        let body = request.body.isEmpty ? nil : try decodeBody(request.body, contentType: request.contentType)
+        return try DeleteOptions(body: body, query: request.query)
     }
 
     /// NodeRestriction for a kubelet's write: the body it creates, or the pod it acts on.
@@ -209,7 +213,7 @@ public struct APIHandler: Sendable {
             let result = try transform(try await storage.get(resource, namespace: namespace, name: name))
             return (try view.project(result), warnings)
         }
-        let result = try await storage.guaranteedUpdate(resource, namespace: namespace, name: name, transform)
+        let result = try await finishDeletion(resource, namespace: namespace, try await storage.guaranteedUpdate(resource, namespace: namespace, name: name, transform))
         return (try view.project(result), warnings)
     }
 

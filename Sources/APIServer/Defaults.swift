@@ -113,8 +113,14 @@ public enum Defaults {
     }
 
     /// What a new object gets once it has its uid: a Job's generated selector and the labels
-    /// its pods carry (`batch.kubernetes.io/controller-uid`, `job-name`), unless it selects by hand.
+    /// its pods carry (`batch.kubernetes.io/controller-uid`, `job-name`), unless it selects by
+    /// hand; a Namespace its `kubernetes` finalizer.
     public static func onCreate(_ object: JSONValue, _ resource: ResourceType) -> JSONValue {
+        if resource.group.isEmpty && resource.kind == "Namespace", case .object(var fields) = object {
+            // Every namespace holds the `kubernetes` finalizer: its content goes before it does.
+            edit(&fields, "spec") { $0["finalizers"] = .array([.string(NamespaceFinalizer.finalizer)]) }
+            return .object(fields)
+        }
         guard resource.group == "batch", resource.kind == "Job", case .object(var fields) = object,
               object["spec"]?["manualSelector"] != true, let uid = object.metadata("uid")?.stringValue,
               let name = object.metadata("name")?.stringValue else { return object }

@@ -111,7 +111,7 @@ extension APIHandler {
             if request.query["dryRun"] == "All" { return .object(status: 200, try view.project(prepared), warnings: warnings) }
             let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
             let stored = try await storage.update(resource, namespace: namespace, name: objectName, object: prepared, resourceVersion: version)
-            return .object(status: 200, try view.project(stored), warnings: warnings)
+            return .object(status: 200, try view.project(try await finishDeletion(resource, namespace: namespace, stored)), warnings: warnings)
         case "patch":
             let (patched, warnings) = try await patch(resource, namespace: namespace, name: objectName, request, user: user, view: view)
             return .object(status: 200, patched, warnings: warnings)
@@ -133,6 +133,14 @@ extension APIHandler {
         let merged = Defaults.apply(try view.merge(body, existing), resource)
         let prepared = try ObjectMetaRules.prepareForUpdate(merged, existing: existing, .init(resource: resource, namespace: namespace))
         try ObjectValidation.check(prepared, existing: existing, resource)
+        if Self.isDeleting(existing) {
+            let before = Set((existing.metadata("finalizers")?.arrayValue ?? []).compactMap(\.stringValue))
+            if (prepared.metadata("finalizers")?.arrayValue ?? []).compactMap(\.stringValue).contains(where: { !before.contains($0) }) {
+                throw APIError.invalid(kind: resource.kind, group: resource.group, name: name, causes: [
+                    .init(reason: "FieldValueForbidden", message: "Forbidden: no new finalizers can be added if the object is being deleted", field: "metadata.finalizers"),
+                ])
+            }
+        }
         if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
         return prepared
     }

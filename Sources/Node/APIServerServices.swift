@@ -21,7 +21,19 @@ public enum APIServerServices {
                                        handler: handler, logger: logger) { port in
             logger.info("API server listening", metadata: ["address": "https://\(config.advertiseAddress):\(port)"])
         }
-        return [server, Bootstrap(storage: storage, logger: logger), PolicyFollower(authorizer: authorizer, storage: storage)]
+        return [server, Bootstrap(storage: storage, logger: logger), PolicyFollower(authorizer: authorizer, storage: storage),
+                NamespaceCleanup(finalizer: NamespaceFinalizer(handler: handler))]
+    }
+
+    /// Deletes the content of namespaces being deleted, then the namespaces.
+    struct NamespaceCleanup: Service {
+        let finalizer: NamespaceFinalizer
+
+        func run() async throws {
+            await cancelWhenGracefulShutdown {
+                await finalizer.run()
+            }
+        }
     }
 
     /// Keeps the RBAC authorizer's policy current from the store.

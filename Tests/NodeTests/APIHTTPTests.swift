@@ -56,6 +56,8 @@ struct APIHTTPTests {
             try await BootstrapObjects.ensure(handler.storage)
             let following = Task { await authorizer.run(handler.storage, retry: .milliseconds(100)) }
             defer { following.cancel() }
+            let cleaning = Task { await NamespaceFinalizer(handler: handler).run(every: .milliseconds(200)) }
+            defer { cleaning.cancel() }
             let (ports, listening) = AsyncStream.makeStream(of: Int.self)
             let server = try APIHTTPServer(.init(host: "127.0.0.1", port: 0, identity: identity), handler: handler, logger: EmbeddedStoreTests.quiet) { port in
                 listening.yield(port)
@@ -558,7 +560,7 @@ struct APIHTTPTests {
             #expect(podSpec.status != 0 && podSpec.output.contains("cannot patch resource \"pods\""), "\(podSpec.output)")
             let deleteOtherPod = try await setup.kubectl(["delete", "pod", "p2", "--wait=false"], config: "kubelet")
             #expect(deleteOtherPod.status != 0 && deleteOtherPod.output.contains("can only delete pods with spec.nodeName set to itself"), "\(deleteOtherPod.output)")
-            let deleteOwnPod = try await setup.kubectl(["delete", "pod", "p1", "--wait=false"], config: "kubelet")
+            let deleteOwnPod = try await setup.kubectl(["delete", "pod", "p1", "--grace-period=0", "--force"], config: "kubelet")
             #expect(deleteOwnPod.status == 0, "\(deleteOwnPod.output)")
 
             let plainPod = try await setup.kubectl(["create", "-f", try pod("p3", on: "n1")], config: "kubelet")
@@ -612,6 +614,77 @@ struct APIHTTPTests {
                                                 #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"empty"},"spec":{"selector":{"app":"web"}}}"#,
                                                 setup.url + "/api/v1/namespaces/default/services"])
             #expect(noPorts.output.hasSuffix("\n422") && noPorts.output.contains("\"field\":\"spec.ports\""), "\(noPorts.output)")
+        }
+    }
+
+    @Test("deletion: a pod on a node waits its grace period (Terminating) unless forced; finalizers hold an object until removed; deletecollection by selector; a namespace's content goes with it, and nothing new is made in it meanwhile")
+    func deletion() async throws {
+        try await Self.withServer { setup in
+            func write(_ name: String, _ text: String) throws -> String {
+                let path = "\(setup.directory)/\(name).yaml"
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                return path
+            }
+            #expect(try await setup.kubectl(["create", "-f", try write("bound", "apiVersion: v1\nkind: Pod\nmetadata: {name: bound}\nspec: {nodeName: n1, containers: [{name: c, image: busybox}]}\n")]).status == 0)
+            let graceful = try await setup.kubectl(["delete", "pod", "bound", "--wait=false"])
+            #expect(graceful.status == 0, "\(graceful.output)")
+            let terminating = try await setup.kubectl(["get", "pod", "bound"])
+            #expect(terminating.status == 0 && terminating.output.contains("Terminating"), "\(terminating.output)")
+            let marked = try await setup.kubectl(["get", "pod", "bound", "-o", "jsonpath={.metadata.deletionGracePeriodSeconds}"])
+            #expect(marked.output == "30", "\(marked.output)")
+            let forced = try await setup.kubectl(["delete", "pod", "bound", "--grace-period=0", "--force"])
+            #expect(forced.status == 0, "\(forced.output)")
+            #expect(try await setup.kubectl(["get", "pod", "bound"]).output.contains("NotFound"))
+
+            // Finalizers: the delete marks; no new finalizer may be added; removing the last deletes.
+            #expect(try await setup.kubectl(["create", "-f", try write("held", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, finalizers: [example.com/hold]}\n")]).status == 0)
+            let held = try await setup.kubectl(["delete", "configmap", "held", "--wait=false"])
+            #expect(held.status == 0, "\(held.output)")
+            let stillThere = try await setup.kubectl(["get", "configmap", "held", "-o", "jsonpath={.metadata.deletionTimestamp}"])
+            #expect(stillThere.status == 0 && !stillThere.output.isEmpty, "\(stillThere.output)")
+            let more = try await setup.kubectl(["patch", "configmap", "held", "--type=merge", "-p", #"{"metadata":{"finalizers":["example.com/hold","example.com/more"]}}"#])
+            #expect(more.status != 0 && more.output.contains("no new finalizers can be added if the object is being deleted"), "\(more.output)")
+            let released = try await setup.kubectl(["patch", "configmap", "held", "--type=merge", "-p", #"{"metadata":{"finalizers":null}}"#])
+            #expect(released.status == 0, "\(released.output)")
+            #expect(try await setup.kubectl(["get", "configmap", "held"]).output.contains("NotFound"))
+
+            // deletecollection with a label selector.
+            for (name, team) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+                #expect(try await setup.kubectl(["create", "configmap", name]).status == 0)
+                #expect(try await setup.kubectl(["label", "configmap", name, "team=\(team)"]).status == 0)
+            }
+            let collection = try await setup.curl(["-w", "\\n%{http_code}", "-X", "DELETE", setup.url + "/api/v1/namespaces/default/configmaps?labelSelector=team%3Da"])
+            #expect(collection.output.hasSuffix("\n200") && collection.output.contains("\"kind\":\"ConfigMapList\""), "\(collection.output)")
+            let left = try await setup.kubectl(["get", "configmaps", "-o", "name"])
+            #expect(left.output.contains("configmap/b1") && !left.output.contains("configmap/a1") && !left.output.contains("configmap/a2"), "\(left.output)")
+            let badPolicy = try await setup.curl(["-w", "\\n%{http_code}", "-X", "DELETE", setup.url + "/api/v1/namespaces/default/configmaps/b1?propagationPolicy=Sideways"])
+            #expect(badPolicy.output.hasSuffix("\n422") && badPolicy.output.contains("propagationPolicy"), "\(badPolicy.output)")
+            let badGrace = try await setup.curl(["-w", "\\n%{http_code}", "-X", "DELETE", setup.url + "/api/v1/namespaces/default/configmaps/b1?gracePeriodSeconds=soon"])
+            #expect(badGrace.output.hasSuffix("\n400"), "\(badGrace.output)")
+
+            // Namespaces: nothing is made in one that does not exist or is going.
+            let nowhere = try await setup.kubectl(["create", "configmap", "x", "-n", "nowhere"])
+            #expect(nowhere.status != 0 && nowhere.output.contains("namespaces \"nowhere\" not found"), "\(nowhere.output)")
+            #expect(try await setup.kubectl(["create", "namespace", "temp"]).status == 0)
+            #expect(try await setup.kubectl(["create", "configmap", "plain", "-n", "temp"]).status == 0)
+            #expect(try await setup.kubectl(["create", "-f", try write("pin", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pin, namespace: temp, finalizers: [example.com/hold]}\n")]).status == 0)
+            let going = try await setup.kubectl(["delete", "namespace", "temp", "--wait=false"])
+            #expect(going.status == 0, "\(going.output)")
+            let phase = try await setup.kubectl(["get", "namespace", "temp", "-o", "jsonpath={.status.phase}"])
+            #expect(phase.output == "Terminating", "\(phase.output)")
+            let late = try await setup.kubectl(["create", "configmap", "late", "-n", "temp"])
+            #expect(late.status != 0 && late.output.contains("unable to create new content in namespace temp because it is being terminated"), "\(late.output)")
+            // The content goes (the finalizer holds one object, and so the namespace); released, all go.
+            var plainGone = false
+            for _ in 0..<50 where !plainGone {
+                plainGone = try await setup.kubectl(["get", "configmap", "plain", "-n", "temp"]).output.contains("NotFound")
+                if !plainGone { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(plainGone)
+            #expect(try await setup.kubectl(["patch", "configmap", "pin", "-n", "temp", "--type=merge", "-p", #"{"metadata":{"finalizers":null}}"#]).status == 0)
+            let waited = try await setup.kubectl(["wait", "--for=delete", "namespace/temp", "--timeout=20s"])
+            #expect(waited.status == 0 || waited.output.contains("NotFound"), "\(waited.output)")
+            #expect(try await setup.kubectl(["get", "namespace", "temp"]).output.contains("NotFound"))
         }
     }
 

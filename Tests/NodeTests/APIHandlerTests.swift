@@ -22,6 +22,7 @@ struct APIHandlerTests {
     func crud() async throws {
         try await EmbeddedStoreTests.withNode { node in
             let api = APIHandler(storage: ObjectStorage(store: node.store))
+            try await BootstrapObjects.ensure(api.storage)
             let created = try #require(Self.object(await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: Self.json(Self.pod)), as: Self.admin)))
             #expect(created.status == 201)
             #expect(created.body.metadata("namespace") == .string("default") && created.body.metadata("uid") != nil)
@@ -62,6 +63,7 @@ struct APIHandlerTests {
     func refusals() async throws {
         try await EmbeddedStoreTests.withNode { node in
             let api = APIHandler(storage: ObjectStorage(store: node.store))
+            try await BootstrapObjects.ensure(api.storage)
             func status(_ request: APIRequest) async -> (Int, String?) {
                 guard let answer = Self.object(await api.handle(request, as: Self.admin)) else { return (-1, nil) }
                 return (answer.status, answer.body["reason"]?.stringValue)
@@ -87,6 +89,7 @@ struct APIHandlerTests {
     func discovery() async throws {
         try await EmbeddedStoreTests.withNode { node in
             let api = APIHandler(storage: ObjectStorage(store: node.store))
+            try await BootstrapObjects.ensure(api.storage)
             #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/api"), as: Self.admin))?.body["kind"] == .string("APIVersions"))
             #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/apis"), as: Self.admin))?.body["kind"] == .string("APIGroupList"))
             #expect(Self.object(await api.handle(APIRequest(method: "GET", path: "/apis/apps/v1"), as: Self.admin))?.body["groupVersion"] == .string("apps/v1"))
@@ -103,6 +106,7 @@ struct APIHandlerTests {
     func watch() async throws {
         try await EmbeddedStoreTests.withNode { node in
             let api = APIHandler(storage: ObjectStorage(store: node.store))
+            try await BootstrapObjects.ensure(api.storage)
             _ = await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/pods", body: Self.json(Self.pod)), as: Self.admin)
             guard case .watch(let watch, let initial, _) = await api.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/default/pods", query: ["watch": "1"]), as: Self.admin) else {
                 Issue.record("not a watch")
