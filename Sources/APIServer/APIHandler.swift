@@ -138,17 +138,29 @@ public struct APIHandler: Sendable {
             try ObjectValidation.check(prepared, existing: nil, resource)
             if let namespace { try await checkNamespaceOpen(namespace) }
             if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
-            if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
             let name = prepared.metadata("name")?.stringValue ?? ""
+            if resource == ServiceAllocation.servicesType {
+                let stored = try await retryingAllocation(prepared, existing: nil) { () throws(APIError) in
+                    let assigned = try ServiceAllocation.assign(prepared, existing: nil, takenPorts: try await storage.takenNodePorts())
+                    if request.query["dryRun"] == "All" { return assigned }
+                    return try await storage.create(resource, namespace: namespace, name: name, object: assigned)
+                }
+                return .object(status: 201, stored, warnings: warnings)
+            }
+            if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
             return .object(status: 201, try await storage.create(resource, namespace: namespace, name: name, object: prepared), warnings: warnings)
         case "update":
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
             let name = info.name!
-            let existing = try await storage.get(resource, namespace: namespace, name: name)
-            let prepared = try prepared(body, existing: existing, resource, namespace: namespace, view: .main(resource), user: user)
             let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
-            if request.query["dryRun"] == "All" { return .object(status: 200, prepared, warnings: warnings) }
-            let stored = try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version)
+            let existing = try await storage.get(resource, namespace: namespace, name: name)
+            let stored = try await retryingAllocation(body, existing: existing) { () throws(APIError) in
+                let prepared = try prepared(body, existing: existing, resource, namespace: namespace, view: .main(resource), user: user,
+                                            takenPorts: try await takenPorts(resource))
+                if request.query["dryRun"] == "All" { return prepared }
+                return try await storage.update(resource, namespace: namespace, name: name, object: prepared, resourceVersion: version)
+            }
+            if request.query["dryRun"] == "All" { return .object(status: 200, stored, warnings: warnings) }
             return .object(status: 200, try await finishDeletion(resource, namespace: namespace, stored), warnings: warnings)
         case "patch":
             let (patched, warnings) = try await patch(resource, namespace: namespace, name: info.name!, request, user: user)
@@ -196,6 +208,7 @@ public struct APIHandler: Sendable {
         }
         guard request.body.count <= Self.bodyBytesMax else { throw APIError.tooLarge }
         let bodyType = view.bodyType
+        let taken = try await takenPorts(resource)
         let definition = OpenAPI.definitionName(group: bodyType.group, version: bodyType.version, kind: bodyType.kind)
         let body = request.body
         let query = request.query
@@ -207,7 +220,7 @@ public struct APIHandler: Sendable {
             if let wanted = patched.metadata("resourceVersion")?.stringValue, wanted != current.metadata("resourceVersion")?.stringValue {
                 throw APIError.conflict(resource, name: name)
             }
-            return try prepared(patched, existing: current, resource, namespace: namespace, view: view, user: user)
+            return try prepared(patched, existing: current, resource, namespace: namespace, view: view, user: user, takenPorts: taken)
         }
         if request.query["dryRun"] == "All" {
             let result = try transform(try await storage.get(resource, namespace: namespace, name: name))

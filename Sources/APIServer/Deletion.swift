@@ -41,6 +41,10 @@ extension APIHandler {
     /// Terminating) and answered 202; the rest goes at once (200). A marked object goes when its
     /// last finalizer is removed (``finishDeletion``) or a pod's kubelet deletes it with grace 0.
     func delete(_ resource: ResourceType, namespace: String?, name: String, _ options: DeleteOptions) async throws(APIError) -> APIResponse {
+        if resource.group.isEmpty && resource.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(name) {
+            throw APIError(code: 403, reason: "Forbidden", message: "namespaces \"\(name)\" is forbidden: this namespace may not be deleted",
+                           details: .init(name: name, kind: "namespaces"))
+        }
         for _ in 0..<16 {
             let current = try await storage.get(resource, namespace: namespace, name: name)
             let version = current.metadata("resourceVersion")?.stringValue

@@ -54,11 +54,25 @@ public struct ObjectStorage: Sendable {
     public func create(_ resource: ResourceType, namespace: String?, name: String, object: JSONValue, lease: Int64 = 0) async throws(APIError) -> JSONValue {
         let key = resource.key(namespace: namespace, name: name)
         let value = try Self.encode(object)
-        let request = TxnRequest(compare: [Compare(key: key, target: .createRevision(0), result: .equal)],
-                                 success: [.put(PutRequest(key: key, value: value, lease: lease))])
+        let (claim, _) = ServiceAllocation.claims(resource, old: nil, new: object)
+        let owner = Array("\(namespace ?? "")/\(name)".utf8)
+        let request = TxnRequest(compare: [Compare(key: key, target: .createRevision(0), result: .equal)]
+                                     + claim.map { Compare(key: $0, target: .createRevision(0), result: .equal) },
+                                 success: [.put(PutRequest(key: key, value: value, lease: lease))] + claim.map { .put(PutRequest(key: $0, value: owner)) },
+                                 failure: [.range(RangeRequest(key: key, keysOnly: true))])
         let response = try await Self.call { () throws(StoreError) in try await store.txn(request) }
-        guard response.succeeded else { throw .alreadyExists(resource, name: name) }
+        guard response.succeeded else {
+            if case .range(let existing) = response.responses.first, existing.kvs.isEmpty, !claim.isEmpty { throw .allocationTaken }
+            throw .alreadyExists(resource, name: name)
+        }
         return object.atRevision(response.header.revision)
+    }
+
+    /// The node ports that Services hold now.
+    public func takenNodePorts() async throws(APIError) -> Set<Int64> {
+        let prefix = Array(ServiceAllocation.portPrefix.utf8)
+        let response = try await Self.call { () throws(StoreError) in try await store.range(RangeRequest(key: prefix, rangeEnd: Self.prefixEnd(prefix), keysOnly: true)) }
+        return Set(response.kvs.compactMap { Int64(String(decoding: $0.key.dropFirst(prefix.count), as: UTF8.self)) })
     }
 
     /// The object, from a linearizable read (or this member's view when `consistent` is false:
@@ -80,16 +94,31 @@ public struct ObjectStorage: Sendable {
     public func update(_ resource: ResourceType, namespace: String?, name: String, object: JSONValue, resourceVersion: Int64?) async throws(APIError) -> JSONValue {
         let key = resource.key(namespace: namespace, name: name)
         let value = try Self.encode(object)
+        var resourceVersion = resourceVersion
+        var claims: (claim: [[UInt8]], release: [[UInt8]]) = ([], [])
+        if resource == ServiceAllocation.servicesType {
+            // What the Service held before decides what it claims and releases: read it, and
+            // write only on that version.
+            guard let kv = try await getRaw(resource, namespace: namespace, name: name) else { throw .notFound(resource, name: name) }
+            if let wanted = resourceVersion, wanted != kv.modRevision { throw .conflict(resource, name: name) }
+            resourceVersion = kv.modRevision
+            claims = ServiceAllocation.claims(resource, old: try Self.decode(kv), new: object)
+        }
         let compare: Compare
         if let resourceVersion {
             compare = Compare(key: key, target: .modRevision(resourceVersion), result: .equal)
         } else {
             compare = Compare(key: key, target: .createRevision(0), result: .greater)
         }
-        let request = TxnRequest(compare: [compare], success: [.put(PutRequest(key: key, value: value))], failure: [.range(RangeRequest(key: key, keysOnly: true))])
+        let owner = Array("\(namespace ?? "")/\(name)".utf8)
+        let request = TxnRequest(compare: [compare] + claims.claim.map { Compare(key: $0, target: .createRevision(0), result: .equal) },
+                                 success: [.put(PutRequest(key: key, value: value))] + claims.claim.map { .put(PutRequest(key: $0, value: owner)) }
+                                     + claims.release.map { .deleteRange(DeleteRangeRequest(key: $0)) },
+                                 failure: [.range(RangeRequest(key: key, keysOnly: true))])
         let response = try await Self.call { () throws(StoreError) in try await store.txn(request) }
         guard response.succeeded else {
-            guard case .range(let existing) = response.responses.first, !existing.kvs.isEmpty else { throw .notFound(resource, name: name) }
+            guard case .range(let existing) = response.responses.first, let current = existing.kvs.first else { throw .notFound(resource, name: name) }
+            if let resourceVersion, current.modRevision == resourceVersion, !claims.claim.isEmpty { throw .allocationTaken }
             throw .conflict(resource, name: name)
         }
         return object.atRevision(response.header.revision)
@@ -139,8 +168,9 @@ public struct ObjectStorage: Sendable {
             if let version = preconditions.resourceVersion, version != String(kv.modRevision) {
                 throw .conflict(resource, name: name, why: "Precondition failed: ResourceVersion in precondition: \(version), ResourceVersion in object meta: \(kv.modRevision)")
             }
+            let released = ServiceAllocation.claims(resource, old: current, new: nil).release
             let request = TxnRequest(compare: [Compare(key: key, target: .modRevision(kv.modRevision), result: .equal)],
-                                     success: [.deleteRange(DeleteRangeRequest(key: key))])
+                                     success: [.deleteRange(DeleteRangeRequest(key: key))] + released.map { .deleteRange(DeleteRangeRequest(key: $0)) })
             let response = try await Self.call { () throws(StoreError) in try await store.txn(request) }
             guard response.succeeded else { continue }
             return current.atRevision(response.header.revision)

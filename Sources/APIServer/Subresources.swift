@@ -107,7 +107,7 @@ extension APIHandler {
         case "update":
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), view.bodyType, request.query)
             let existing = try await storage.get(resource, namespace: namespace, name: objectName)
-            let prepared = try prepared(body, existing: existing, resource, namespace: namespace, view: view, user: user)
+            let prepared = try prepared(body, existing: existing, resource, namespace: namespace, view: view, user: user, takenPorts: try await takenPorts(resource))
             if request.query["dryRun"] == "All" { return .object(status: 200, try view.project(prepared), warnings: warnings) }
             let version = body.metadata("resourceVersion")?.stringValue.flatMap { Int64($0) }
             let stored = try await storage.update(resource, namespace: namespace, name: objectName, object: prepared, resourceVersion: version)
@@ -122,7 +122,8 @@ extension APIHandler {
 
     /// The stored object that an update through `view` makes: checked against the URL and the
     /// stored object (name, namespace, kind of the view's body), server-owned fields kept.
-    func prepared(_ body: JSONValue, existing: JSONValue, _ resource: ResourceType, namespace: String?, view: ObjectView, user: UserInfo?) throws(APIError) -> JSONValue {
+    func prepared(_ body: JSONValue, existing: JSONValue, _ resource: ResourceType, namespace: String?, view: ObjectView, user: UserInfo?,
+                  takenPorts: Set<Int64> = []) throws(APIError) -> JSONValue {
         let name = existing.metadata("name")?.stringValue ?? ""
         if view.bodyType.kind != resource.kind {
             try ObjectMetaRules.checkKind(body, view.bodyType)
@@ -130,7 +131,9 @@ extension APIHandler {
                 throw APIError.badRequest("the name of the object (\(given)) does not match the name on the URL (\(name))")
             }
         }
-        let merged = Defaults.apply(try view.merge(body, existing), resource)
+        var merged = try view.merge(body, existing)
+        if resource == ServiceAllocation.servicesType { merged = ServiceAllocation.dropTypeDependentFields(merged, existing: existing) }
+        merged = Defaults.apply(merged, resource)
         let prepared = try ObjectMetaRules.prepareForUpdate(merged, existing: existing, .init(resource: resource, namespace: namespace))
         try ObjectValidation.check(prepared, existing: existing, resource)
         if Self.isDeleting(existing) {
@@ -142,7 +145,27 @@ extension APIHandler {
             }
         }
         if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
+        if resource == ServiceAllocation.servicesType { return try ServiceAllocation.assign(prepared, existing: existing, takenPorts: takenPorts) }
         return prepared
+    }
+
+    /// The node ports taken, when `resource` is Services (their writes allocate them).
+    func takenPorts(_ resource: ResourceType) async throws(APIError) -> Set<Int64> {
+        resource == ServiceAllocation.servicesType ? try await storage.takenNodePorts() : []
+    }
+
+    /// Runs `write` again (at most 8 times) when an address or node port it chose was taken
+    /// meanwhile; one the client asked for is a 422.
+    func retryingAllocation(_ object: JSONValue, existing: JSONValue?, _ write: () async throws(APIError) -> JSONValue) async throws(APIError) -> JSONValue {
+        for _ in 0..<8 {
+            do {
+                return try await write()
+            } catch where error == .allocationTaken {
+                if ServiceAllocation.chosenByClient(object, existing: existing) { throw ServiceAllocation.taken(object) }
+                continue
+            }
+        }
+        throw ServiceAllocation.taken(object)
     }
 
     /// pods/NAME/binding: a v1 Binding naming the node; the pod gets `spec.nodeName` and a

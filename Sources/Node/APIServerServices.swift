@@ -22,7 +22,19 @@ public enum APIServerServices {
             logger.info("API server listening", metadata: ["address": "https://\(config.advertiseAddress):\(port)"])
         }
         return [server, Bootstrap(storage: storage, logger: logger), PolicyFollower(authorizer: authorizer, storage: storage),
-                NamespaceCleanup(finalizer: NamespaceFinalizer(handler: handler))]
+                NamespaceCleanup(finalizer: NamespaceFinalizer(handler: handler)),
+                KubernetesEndpoints(service: KubernetesService(storage: storage, address: config.advertiseAddress, port: config.apiServerPort))]
+    }
+
+    /// The `kubernetes` Service and its Endpoints (this server among the live ones).
+    struct KubernetesEndpoints: Service {
+        let service: KubernetesService
+
+        func run() async throws {
+            await cancelWhenGracefulShutdown {
+                await service.run()
+            }
+        }
     }
 
     /// Deletes the content of namespaces being deleted, then the namespaces.

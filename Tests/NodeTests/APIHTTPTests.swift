@@ -66,6 +66,8 @@ struct APIHTTPTests {
             defer { serving.cancel() }
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw NodeError("the API server did not listen") }
+            let endpoints = Task { await KubernetesService(storage: handler.storage, address: "127.0.0.1", port: port).run(every: .milliseconds(500)) }
+            defer { endpoints.cancel() }
             let url = "https://127.0.0.1:\(port)"
             let stranger = try CertificateAuthority.create(clusterName: "other")
             for (name, authority, organization, commonName) in [("admin", ca, UserInfo.mastersGroup, "admin"),
@@ -685,6 +687,78 @@ struct APIHTTPTests {
             let waited = try await setup.kubectl(["wait", "--for=delete", "namespace/temp", "--timeout=20s"])
             #expect(waited.status == 0 || waited.output.contains("NotFound"), "\(waited.output)")
             #expect(try await setup.kubectl(["get", "namespace", "temp"]).output.contains("NotFound"))
+        }
+    }
+
+    @Test("services: the kubernetes Service at 10.96.0.1 with this server as its endpoint; cluster IPs and node ports allocated, unique under concurrent creates, kept on update, released on delete or type change; taken or out-of-range ones refused")
+    func serviceAllocation() async throws {
+        try await Self.withServer { setup in
+            func json(_ arguments: [String]) async throws -> JSONValue {
+                let result = try await setup.kubectl(arguments + ["-o", "json"])
+                #expect(result.status == 0, "\(arguments): \(result.output)")
+                return (try? JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))) ?? .null
+            }
+            var kubernetes = JSONValue.null
+            for _ in 0..<50 where kubernetes == .null {
+                let found = try await setup.kubectl(["get", "service", "kubernetes", "-o", "json"])
+                if found.status == 0 { kubernetes = try JSONDecoder().decode(JSONValue.self, from: Data(found.output.utf8)) } else { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(kubernetes["spec"]?["clusterIP"] == "10.96.0.1" && kubernetes["spec"]?["ports"]?.arrayValue?.first?["port"] == .integer(443), "\(kubernetes)")
+            var endpoint = ""
+            for _ in 0..<50 where endpoint.isEmpty {
+                endpoint = try await setup.kubectl(["get", "endpoints", "kubernetes", "-o", "jsonpath={.subsets[0].addresses[0].ip}"]).output
+                if endpoint.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(endpoint == "127.0.0.1")
+            let defaultGone = try await setup.kubectl(["delete", "namespace", "default"])
+            #expect(defaultGone.status != 0 && defaultGone.output.contains("this namespace may not be deleted"), "\(defaultGone.output)")
+
+            #expect(try await setup.kubectl(["create", "service", "nodeport", "np", "--tcp=80:8080"]).status == 0)
+            let nodePortService = try await json(["get", "service", "np"])
+            let ip = nodePortService["spec"]?["clusterIP"]?.stringValue ?? ""
+            #expect(ip.hasPrefix("10.") && ip != "10.96.0.1" && nodePortService["spec"]?["ipFamilies"] == .array(["IPv4"]), "\(nodePortService)")
+            let nodePort = nodePortService["spec"]?["ports"]?.arrayValue?.first?["nodePort"]?.integerValue ?? 0
+            #expect((30000...32767).contains(nodePort), "\(nodePortService)")
+            // An apply that does not mention them keeps the address and the port.
+            #expect(try await setup.kubectl(["label", "service", "np", "tier=web"]).status == 0)
+            let relabelled = try await json(["get", "service", "np"])
+            #expect(relabelled["spec"]?["clusterIP"] == .string(ip) && relabelled["spec"]?["ports"]?.arrayValue?.first?["nodePort"] == .integer(nodePort))
+
+            // Taken, and out of range.
+            func service(_ name: String, _ spec: String) async throws -> Command.Result {
+                try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary",
+                                      #"{"apiVersion":"v1","kind":"Service","metadata":{"name":""# + name + #""},"spec":"# + spec + "}",
+                                      setup.url + "/api/v1/namespaces/default/services"])
+            }
+            let sameIP = try await service("same-ip", #"{"clusterIP":""# + ip + #"","ports":[{"port":80}]}"#)
+            #expect(sameIP.output.hasSuffix("\n422") && sameIP.output.contains("already allocated"), "\(sameIP.output)")
+            let samePort = try await service("same-port", #"{"type":"NodePort","ports":[{"port":80,"nodePort":\#(nodePort)}]}"#)
+            #expect(samePort.output.hasSuffix("\n422") && samePort.output.contains("provided port is already allocated"), "\(samePort.output)")
+            let outside = try await service("outside", #"{"clusterIP":"192.168.1.1","ports":[{"port":80}]}"#)
+            #expect(outside.output.hasSuffix("\n422") && outside.output.contains("The range of valid IPs is 10.96.0.0/12"), "\(outside.output)")
+            let lowPort = try await service("low-port", #"{"type":"NodePort","ports":[{"port":80,"nodePort":8080}]}"#)
+            #expect(lowPort.output.hasSuffix("\n422") && lowPort.output.contains("The range of valid ports is 30000-32767"), "\(lowPort.output)")
+
+            // Type change to ClusterIP releases the node port; delete releases the address.
+            #expect(try await setup.kubectl(["patch", "service", "np", "--type=merge", "-p", #"{"spec":{"type":"ClusterIP"}}"#]).status == 0)
+            let clusterOnly = try await json(["get", "service", "np"])
+            #expect(clusterOnly["spec"]?["ports"]?.arrayValue?.first?["nodePort"] == nil, "\(clusterOnly)")
+            let reusedPort = try await service("reused-port", #"{"type":"NodePort","ports":[{"port":80,"nodePort":\#(nodePort)}]}"#)
+            #expect(reusedPort.output.hasSuffix("\n201"), "\(reusedPort.output)")
+            #expect(try await setup.kubectl(["delete", "service", "np"]).status == 0)
+            let reusedIP = try await service("reused-ip", #"{"clusterIP":""# + ip + #"","ports":[{"port":80}]}"#)
+            #expect(reusedIP.output.hasSuffix("\n201"), "\(reusedIP.output)")
+
+            // 16 creates at once: 16 different addresses and node ports.
+            try await withThrowingTaskGroup(of: Command.Result.self) { group in
+                for index in 0..<16 { group.addTask { try await service("burst-\(index)", #"{"type":"NodePort","ports":[{"port":80}]}"#) } }
+                for try await result in group { #expect(result.output.hasSuffix("\n201"), "\(result.output)") }
+            }
+            let all = try await json(["get", "services"])
+            let burst = (all["items"]?.arrayValue ?? []).filter { $0.metadata("name")?.stringValue?.hasPrefix("burst-") == true }
+            #expect(burst.count == 16)
+            #expect(Set(burst.compactMap { $0["spec"]?["clusterIP"]?.stringValue }).count == 16)
+            #expect(Set(burst.compactMap { $0["spec"]?["ports"]?.arrayValue?.first?["nodePort"]?.integerValue }).count == 16)
         }
     }
 
