@@ -2,6 +2,7 @@ import Foundation
 import KVStore
 import Resources
 import Store
+import Synchronization
 
 /// Kubernetes objects in the store, as k8s.io/apiserver's etcd3 storage keeps them: one key per
 /// object (`ResourceType/key(namespace:name:)`), its JSON as the value without
@@ -10,9 +11,20 @@ import Store
 /// the caller read, delete a txn on the revision it checked its preconditions at.
 public struct ObjectStorage: Sendable {
     public let store: any KeyValueStore
+    let eventLeases = EventLeases()
 
     public init(store: any KeyValueStore) {
         self.store = store
+    }
+
+    /// Events expire an hour after their last write (kube-apiserver's `--event-ttl`): each is
+    /// written on a store lease, one lease shared by the events of a minute.
+    public static let eventSeconds: Int64 = 3600
+
+    /// The lease a write of `resource` goes on (0: none).
+    func lease(for resource: ResourceType) async throws(APIError) -> Int64 {
+        guard resource.group.isEmpty && resource.kind == "Event" else { return 0 }
+        return try await eventLeases.lease(store, ttl: Self.eventSeconds)
     }
 
     static let encoder = JSONEncoder()
@@ -52,6 +64,7 @@ public struct ObjectStorage: Sendable {
     /// Stores a new object; 409 AlreadyExists if the key exists. `lease`: the key goes with it
     /// (Events expire this way). Returns the object with its resourceVersion.
     public func create(_ resource: ResourceType, namespace: String?, name: String, object: JSONValue, lease: Int64 = 0) async throws(APIError) -> JSONValue {
+        let lease = lease != 0 ? lease : try await self.lease(for: resource)
         let key = resource.key(namespace: namespace, name: name)
         let value = try Self.encode(object)
         let (claim, _) = ServiceAllocation.claims(resource, old: nil, new: object)
@@ -112,7 +125,7 @@ public struct ObjectStorage: Sendable {
         }
         let owner = Array("\(namespace ?? "")/\(name)".utf8)
         let request = TxnRequest(compare: [compare] + claims.claim.map { Compare(key: $0, target: .createRevision(0), result: .equal) },
-                                 success: [.put(PutRequest(key: key, value: value))] + claims.claim.map { .put(PutRequest(key: $0, value: owner)) }
+                                 success: [.put(PutRequest(key: key, value: value, lease: try await lease(for: resource)))] + claims.claim.map { .put(PutRequest(key: $0, value: owner)) }
                                      + claims.release.map { .deleteRange(DeleteRangeRequest(key: $0)) },
                                  failure: [.range(RangeRequest(key: key, keysOnly: true))])
         let response = try await Self.call { () throws(StoreError) in try await store.txn(request) }
@@ -311,5 +324,19 @@ extension JSONValue {
         metadata[key] = value
         object["metadata"] = .object(metadata)
         self = .object(object)
+    }
+}
+
+/// One store lease per minute for the Events written in it, each lease `ttl` plus that minute.
+final class EventLeases: Sendable {
+    private let current = Mutex<(id: Int64, granted: ContinuousClock.Instant)?>(nil)
+    static let window: Duration = .seconds(60)
+
+    func lease(_ store: any KeyValueStore, ttl: Int64) async throws(APIError) -> Int64 {
+        let now = ContinuousClock.now
+        if let held = current.withLock({ $0 }), now - held.granted < Self.window { return held.id }
+        let granted = try await ObjectStorage.call { () throws(StoreError) in try await store.leaseGrant(ttl: ttl + 60, id: 0) }
+        current.withLock { $0 = (granted.id, now) }
+        return granted.id
     }
 }

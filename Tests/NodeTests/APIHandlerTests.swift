@@ -1,5 +1,6 @@
 import APIServer
 import Foundation
+import KVStore
 import Resources
 import Store
 import Testing
@@ -120,6 +121,33 @@ struct APIHandlerTests {
             watch.cancel()
             let bad = await api.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["watch": "true", "resourceVersion": "abc"]), as: Self.admin)
             #expect(Self.object(bad)?.status == 400)
+        }
+    }
+
+    @Test("events expire: each is written on a store lease of an hour and a minute, shared by the events of a minute and kept on update")
+    func eventsExpire() async throws {
+        try await EmbeddedStoreTests.withNode { node in
+            let api = APIHandler(storage: ObjectStorage(store: node.store))
+            try await BootstrapObjects.ensure(api.storage)
+            func event(_ name: String, _ message: String) -> [UInt8] {
+                Self.json(#"{"apiVersion":"v1","kind":"Event","metadata":{"name":""# + name + #""},"involvedObject":{"kind":"Pod","name":"p"},"reason":"Test","message":""# + message + #""}"#)
+            }
+            func lease(_ name: String) async throws -> Int64 {
+                try #require(try await node.store.range(RangeRequest(key: Array("/registry/events/default/\(name)".utf8))).kvs.first).lease
+            }
+            #expect(Self.object(await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/events", body: event("e1", "one")), as: Self.admin))?.status == 201)
+            #expect(Self.object(await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/events", body: event("e2", "two")), as: Self.admin))?.status == 201)
+            let first = try await lease("e1")
+            #expect(first != 0)
+            #expect(try await lease("e2") == first)
+            let life = try #require(try await node.store.leaseTimeToLive(id: first, keys: true))
+            #expect(life.grantedTTL == 3660 && life.ttl > 3600 && life.keys.count == 2)
+            let updated = await api.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/default/events/e1", body: event("e1", "again")), as: Self.admin)
+            #expect(Self.object(updated)?.status == 200)
+            #expect(try await lease("e1") == first)
+            // Other kinds have no lease.
+            _ = await api.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/configmaps", body: Self.json(#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#)), as: Self.admin)
+            #expect(try #require(try await node.store.range(RangeRequest(key: Array("/registry/configmaps/default/c".utf8))).kvs.first).lease == 0)
         }
     }
 }
