@@ -39,6 +39,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0"),
         // HTTP fields (Hummingbird's request and response headers).
         .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
+        // YAML request bodies (application/yaml), read as Kubernetes reads them.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // The consensus algorithm as a pure, deterministic state machine: stdlib only.
@@ -125,7 +127,7 @@ let package = Package(
         .target(name: "Resources"),
         // The Kubernetes API server over the store: objects under /registry/ (ObjectStorage), with
         // Kubernetes' errors (APIError -> Status).
-        .target(name: "APIServer", dependencies: ["KVStore", "Resources", "Store"]),
+        .target(name: "APIServer", dependencies: ["KVStore", "Resources", "Store", .product(name: "Yams", package: "Yams")]),
         // The API server's HTTPS shell (Hummingbird 2): TLS with the cluster's certificates, the
         // user from the client certificate, bodies within their limit, watches as JSON lines.
         .target(

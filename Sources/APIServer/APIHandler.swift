@@ -193,8 +193,8 @@ public struct APIHandler: Sendable {
         try NodeRestriction.check(node: node, info, body: body, existing: existing)
     }
 
-    /// The media types request bodies may come in (patches have their own; YAML is not read yet).
-    static let readableMediaTypes: Set<String> = ["application/json", KubernetesProtobuf.mediaType, "*/*"]
+    /// The media types request bodies may come in (patches have their own).
+    static let readableMediaTypes: Set<String> = ["application/json", YAMLBody.mediaType, KubernetesProtobuf.mediaType, "*/*"]
 
     /// A PATCH: the patch applied to the object as stored, the result checked as an update and
     /// written on the version it was made from (again from the new version after a conflict); a
@@ -244,6 +244,13 @@ public struct APIHandler: Sendable {
     static func decodeBody(_ body: [UInt8], contentType: String?) throws(APIError) -> JSONValue {
         guard !body.isEmpty else { throw APIError.badRequest("the request has no body: it needs the object as JSON") }
         guard body.count <= bodyBytesMax else { throw APIError.tooLarge }
+        if contentType == YAMLBody.mediaType {
+            do {
+                return try YAMLBody.decode(body)
+            } catch {
+                throw APIError.badRequest("the body of the request does not parse as YAML: \(error.description)")
+            }
+        }
         if contentType == KubernetesProtobuf.mediaType {
             do {
                 return try KubernetesProtobuf.decode(body)
@@ -254,7 +261,7 @@ public struct APIHandler: Sendable {
         do {
             return try JSONDecoder().decode(JSONValue.self, from: Data(body))
         } catch {
-            throw APIError.badRequest("the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf (it does not parse as JSON: \(error))")
+            throw APIError.badRequest("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (it does not parse as JSON: \(error))")
         }
     }
 

@@ -865,6 +865,13 @@ struct APIHTTPTests {
             let media = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: text/plain", "--data-binary", "hello",
                                               setup.url + "/api/v1/namespaces/default/configmaps"])
             #expect(media.output.hasSuffix("\n415"), "\(media.output)")
+            let yaml = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/yaml", "--data-binary",
+                                             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  port: \"8080\"\n",
+                                             setup.url + "/api/v1/namespaces/default/configmaps"])
+            #expect(yaml.output.hasSuffix("\n201") && yaml.output.contains("\"port\":\"8080\""), "\(yaml.output)")
+            let badYAML = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/yaml", "--data-binary", "kind: [ConfigMap\nmetadata: x",
+                                                setup.url + "/api/v1/namespaces/default/configmaps"])
+            #expect(badYAML.output.hasSuffix("\n400") && badYAML.output.contains("does not parse as YAML"), "\(badYAML.output)")
             let unknown = try await setup.kubectl(["get", "--raw", "/apis/example.com/v1/widgets"])
             #expect(unknown.status != 0 && unknown.output.contains("NotFound"), "\(unknown.output)")
 
