@@ -76,7 +76,7 @@ public struct APIHandler: Sendable {
     }
 
     func route(_ request: APIRequest, as user: UserInfo?) async throws(APIError) -> APIResponse {
-        let watch = ["1", "true"].contains(request.query["watch"] ?? "")
+        let watch = QueryString.isTrue(request.query["watch"])
         guard let info = RequestInfo(method: request.method, path: request.path, watch: watch) else {
             if user == nil { throw APIError.unauthorized }
             throw APIError.noSuchResource
@@ -317,7 +317,7 @@ public struct APIHandler: Sendable {
             guard let version = Int64(given), version > 0 else { throw APIError.badRequest("resourceVersion \"\(given)\" is not a resource version") }
             from = version
         }
-        let progress = query["allowWatchBookmarks"] == "true"
+        let progress = QueryString.isTrue(query["allowWatchBookmarks"])
         let watch = try await storage.watch(resource, namespace: namespace, after: from, progressNotify: progress, filter: filter)
         return .watch(watch, initial: initial, encoder: WatchEncoder(resource: resource, table: table))
     }

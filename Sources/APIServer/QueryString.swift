@@ -17,4 +17,10 @@ public enum QueryString {
     static func decode(_ text: Substring) -> String? {
         text.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
     }
+
+    /// A boolean parameter as Go's strconv.ParseBool reads it (kube-apiserver's `watch`,
+    /// `allowWatchBookmarks`): "1", "t", "T", "true", "TRUE", "True" (the Python client sends "True").
+    public static func isTrue(_ value: String?) -> Bool {
+        ["1", "t", "T", "true", "TRUE", "True"].contains(value ?? "")
+    }
 }

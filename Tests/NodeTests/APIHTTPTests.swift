@@ -762,6 +762,27 @@ struct APIHTTPTests {
         }
     }
 
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    @Test("the Python kubernetes client 33.1.0: CRUD, 409 on a stale update, patches, typed models, scale, pagination, watch from a resourceVersion, 410 after compaction, namespace deletion")
+    func pythonClient() async throws {
+        let python = ProcessInfo.processInfo.environment["RAFTKUBE_KUBERNETES_PYTHON"] ?? Self.root + "/.build-python/kubernetes/bin/python"
+        try #require(FileManager.default.isExecutableFile(atPath: python), "no kubernetes client virtualenv at \(python): run cluster/python-kubernetes (cluster/test does)")
+        try await Self.withServer { setup in
+            // A resourceVersion from before a compaction, for the client's 410.
+            let first = try await setup.kubectl(["create", "configmap", "old"])
+            #expect(first.status == 0, "\(first.output)")
+            let old = try await setup.kubectl(["get", "configmap", "old", "-o", "jsonpath={.metadata.resourceVersion}"]).output
+            #expect(try await setup.kubectl(["delete", "configmap", "old"]).status == 0)
+            #expect(try await setup.kubectl(["create", "configmap", "after"]).status == 0)
+            let now = try await setup.handler.storage.list(try #require(ServedResources.find(group: "", version: "v1", name: "configmaps")), namespace: nil).resourceVersion
+            _ = try await setup.handler.storage.store.compact(revision: now, physical: true)
+            let result = try await Command.run(["/usr/bin/timeout", "180", python, Self.root + "/Tests/NodeTests/Python/kubernetes_suite.py", setup.config("admin"), old],
+                                               directory: setup.directory)
+            #expect(result.status == 0 && result.output.contains("OK 22 checks"), "\(result.output.suffix(3000))")
+        }
+    }
+
     static let withUnknownField = """
         apiVersion: v1
         kind: ConfigMap
