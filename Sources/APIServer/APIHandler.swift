@@ -133,22 +133,7 @@ public struct APIHandler: Sendable {
             return .object(status: 201, try AccessReview.review(body, user: user, authorizer: authorizer), warnings: warnings)
         case "create":
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
-            let made = try ObjectMetaRules.prepareForCreate(Defaults.apply(body, resource), .init(resource: resource, namespace: namespace))
-            let prepared = Defaults.onCreate(StatusOnCreate.reset(made, resource), resource)
-            try ObjectValidation.check(prepared, existing: nil, resource)
-            if let namespace { try await checkNamespaceOpen(namespace) }
-            if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
-            let name = prepared.metadata("name")?.stringValue ?? ""
-            if resource == ServiceAllocation.servicesType {
-                let stored = try await retryingAllocation(prepared, existing: nil) { () throws(APIError) in
-                    let assigned = try ServiceAllocation.assign(prepared, existing: nil, takenPorts: try await storage.takenNodePorts())
-                    if request.query["dryRun"] == "All" { return assigned }
-                    return try await storage.create(resource, namespace: namespace, name: name, object: assigned)
-                }
-                return .object(status: 201, stored, warnings: warnings)
-            }
-            if request.query["dryRun"] == "All" { return .object(status: 201, prepared, warnings: warnings) }
-            return .object(status: 201, try await storage.create(resource, namespace: namespace, name: name, object: prepared), warnings: warnings)
+            return .object(status: 201, try await create(body, resource, namespace: namespace, dryRun: request.query["dryRun"] == "All", user: user), warnings: warnings)
         case "update":
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
             let name = info.name!
@@ -162,6 +147,8 @@ public struct APIHandler: Sendable {
             }
             if request.query["dryRun"] == "All" { return .object(status: 200, stored, warnings: warnings) }
             return .object(status: 200, try await finishDeletion(resource, namespace: namespace, stored), warnings: warnings)
+        case "patch" where request.contentType == ServerSideApply.mediaType:
+            return try await apply(resource, namespace: namespace, name: info.name!, request, user: user)
         case "patch":
             let (patched, warnings) = try await patch(resource, namespace: namespace, name: info.name!, request, user: user)
             return .object(status: 200, patched, warnings: warnings)
@@ -193,6 +180,75 @@ public struct APIHandler: Sendable {
         try NodeRestriction.check(node: node, info, body: body, existing: existing)
     }
 
+    /// A create: defaults, metadata, the server's status, validation, the namespace open, no
+    /// escalation, a Service's addresses; stored unless a dry run.
+    func create(_ body: JSONValue, _ resource: ResourceType, namespace: String?, dryRun: Bool, user: UserInfo?) async throws(APIError) -> JSONValue {
+        let made = try ObjectMetaRules.prepareForCreate(Defaults.apply(body, resource), .init(resource: resource, namespace: namespace))
+        let prepared = Defaults.onCreate(StatusOnCreate.reset(made, resource), resource)
+        try ObjectValidation.check(prepared, existing: nil, resource)
+        if let namespace { try await checkNamespaceOpen(namespace) }
+        if let user { try RBACEscalation.check(prepared, resource: resource, namespace: namespace, user: user, authorizer: authorizer) }
+        let name = prepared.metadata("name")?.stringValue ?? ""
+        if resource == ServiceAllocation.servicesType {
+            return try await retryingAllocation(prepared, existing: nil) { () throws(APIError) in
+                let assigned = try ServiceAllocation.assign(prepared, existing: nil, takenPorts: try await storage.takenNodePorts())
+                if dryRun { return assigned }
+                return try await storage.create(resource, namespace: namespace, name: name, object: assigned)
+            }
+        }
+        if dryRun { return prepared }
+        return try await storage.create(resource, namespace: namespace, name: name, object: prepared)
+    }
+
+    /// Server-side apply: the object as `fieldManager` wants its fields, made when missing (201).
+    func apply(_ resource: ResourceType, namespace: String?, name: String, _ request: APIRequest, user: UserInfo?) async throws(APIError) -> APIResponse {
+        guard let manager = request.query["fieldManager"], !manager.isEmpty else {
+            throw APIError.invalid(kind: "PatchOptions", group: "meta.k8s.io", name: "", causes: [
+                .init(reason: "FieldValueRequired", message: "Required value: is required for apply patch", field: "fieldManager"),
+            ])
+        }
+        guard request.body.count <= Self.bodyBytesMax else { throw APIError.tooLarge }
+        let decoded: JSONValue
+        do {
+            decoded = try YAMLBody.decode(request.body)
+        } catch {
+            throw APIError.badRequest("the body of the apply patch does not parse as YAML: \(error.description)")
+        }
+        let (body, warnings) = try Self.validated(decoded, resource, request.query, partial: true)
+        try ObjectMetaRules.checkKind(body, resource)
+        if let given = body.metadata("name")?.stringValue, given != name {
+            throw APIError.badRequest("the name of the object (\(given)) does not match the name on the URL (\(name))")
+        }
+        let force = QueryString.isTrue(request.query["force"])
+        let dryRun = request.query["dryRun"] == "All"
+        let definition = OpenAPI.definitionName(group: resource.group, version: resource.version, kind: resource.kind)
+        let now = Timestamp(Date()).text
+        for _ in 0..<4 {
+            do {
+                let existing = try await storage.get(resource, namespace: namespace, name: name)
+                let taken = try await takenPorts(resource)
+                let transform = { (current: JSONValue) throws(APIError) -> JSONValue in
+                    let applied = try ServerSideApply.apply(body, to: current, manager: manager, force: force, definition: definition, now: now)
+                    return try prepared(applied, existing: current, resource, namespace: namespace, view: .main(resource), user: user, takenPorts: taken)
+                }
+                if dryRun { return .object(status: 200, try transform(existing), warnings: warnings) }
+                let stored = try await storage.guaranteedUpdate(resource, namespace: namespace, name: name, transform)
+                return .object(status: 200, try await finishDeletion(resource, namespace: namespace, stored), warnings: warnings)
+            } catch where error.reason == "NotFound" && error.details?.name == name {
+                var fresh = try ServerSideApply.apply(body, to: nil, manager: manager, force: force, definition: definition, now: now)
+                fresh.setMetadata("name", .string(name))
+                // A new object needs what its schema requires, as a create does.
+                fresh = try Self.validated(fresh, resource, ["fieldValidation": "Ignore"]).0
+                do {
+                    return .object(status: 201, try await create(fresh, resource, namespace: namespace, dryRun: dryRun, user: user), warnings: warnings)
+                } catch where error.reason == "AlreadyExists" {
+                    continue
+                }
+            }
+        }
+        throw APIError.conflict(resource, name: name, why: "too many concurrent changes; try again")
+    }
+
     /// The media types request bodies may come in (patches have their own).
     static let readableMediaTypes: Set<String> = ["application/json", YAMLBody.mediaType, KubernetesProtobuf.mediaType, "*/*"]
 
@@ -204,7 +260,7 @@ public struct APIHandler: Sendable {
         let view = view ?? .main(resource)
         guard let type = request.contentType, let kind = Patches.Kind(rawValue: type) else {
             throw APIError(code: 415, reason: "UnsupportedMediaType",
-                           message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (not \(request.contentType ?? "none"); server-side apply is not served yet)")
+                           message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (not \(request.contentType ?? "none"))")
         }
         guard request.body.count <= Self.bodyBytesMax else { throw APIError.tooLarge }
         let bodyType = view.bodyType
@@ -232,12 +288,12 @@ public struct APIHandler: Sendable {
 
     /// `object` checked against its schema under the request's `fieldValidation` (Warn when
     /// not given): without undeclared fields, and the warnings for them.
-    static func validated(_ object: JSONValue, _ resource: ResourceType, _ query: [String: String]) throws(APIError) -> (JSONValue, [String]) {
+    static func validated(_ object: JSONValue, _ resource: ResourceType, _ query: [String: String], partial: Bool = false) throws(APIError) -> (JSONValue, [String]) {
         let given = query["fieldValidation"] ?? ""
         guard let directive = given.isEmpty ? .warn : FieldValidation.Directive(rawValue: given) else {
             throw APIError.badRequest("fieldValidation must be one of Strict, Warn or Ignore, not \"\(given)\"")
         }
-        let (pruned, warnings) = try FieldValidation.validate(object, resource: resource, directive: directive)
+        let (pruned, warnings) = try FieldValidation.validate(object, resource: resource, directive: directive, partial: partial)
         return (pruned, warnings)
     }
 

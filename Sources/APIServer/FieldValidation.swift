@@ -35,7 +35,9 @@ public enum FieldValidation {
 
     /// Checks a body for `resource` under `directive`; throws the error Kubernetes answers with,
     /// or returns the pruned object and the warnings to send.
-    public static func validate(_ object: JSONValue, resource: ResourceType, directive: Directive) throws(APIError) -> (object: JSONValue, warnings: [String]) {
+    /// `partial`: an apply configuration, which names only the fields its manager sets (the
+    /// merged object is checked for required fields afterwards).
+    public static func validate(_ object: JSONValue, resource: ResourceType, directive: Directive, partial: Bool = false) throws(APIError) -> (object: JSONValue, warnings: [String]) {
         guard let definition = OpenAPI.definitionName(group: resource.group, version: resource.version, kind: resource.kind) else {
             return (object, [])
         }
@@ -48,7 +50,7 @@ public enum FieldValidation {
             let list = findings.unknown.map { "unknown field \"\($0)\"" }.joined(separator: ", ")
             throw APIError.badRequest("\(kind) in version \"\(resource.version)\" cannot be handled as a \(kind): strict decoding error: \(list)")
         }
-        if !findings.missing.isEmpty {
+        if !findings.missing.isEmpty && !partial {
             let name = object.metadata("name")?.stringValue ?? ""
             let causes = findings.missing.map { APIError.Cause(reason: "FieldValueRequired", message: "Required value", field: $0) }
             throw APIError.invalid(kind: kind, group: resource.group, name: name, causes: causes)

@@ -66,6 +66,10 @@ public enum ObjectMetaRules {
         var object = try placed(body, in: context.namespace)
         for kept in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] { object.setMetadata(kept, existing.metadata(kept)) }
         object.setMetadata("selfLink", nil)
+        // An update that does not send managedFields keeps them (server-side apply's record).
+        if object.metadata("managedFields") == nil || object.metadata("managedFields") == .null {
+            object.setMetadata("managedFields", existing.metadata("managedFields"))
+        }
         // metadata.generation moves when the spec does (what controllers' observedGeneration follows).
         var generation: Int64 = 1
         if case .integer(let current) = existing.metadata("generation") { generation = current }

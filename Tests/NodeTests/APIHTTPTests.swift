@@ -783,6 +783,50 @@ struct APIHTTPTests {
         }
     }
 
+    @Test("kubectl apply --server-side: created, changed, a label dropped, a conflict with another manager, --force-conflicts, diff, a missing field manager refused")
+    func serverSideApply() async throws {
+        try await Self.withServer { setup in
+            let file = "\(setup.directory)/deployment.yaml"
+            try Self.deployment.replacingOccurrences(of: "    app: web\nspec:", with: "    app: web\n    tier: front\nspec:").write(toFile: file, atomically: true, encoding: .utf8)
+            let first = try await setup.kubectl(["apply", "--server-side", "-f", file])
+            #expect(first.status == 0 && first.output.contains("deployment.apps/web serverside-applied"), "\(first.output)")
+            let managed = try await setup.kubectl(["get", "deployment", "web", "-o", "jsonpath={.metadata.managedFields[0].manager}/{.metadata.managedFields[0].operation}"])
+            #expect(managed.output == "kubectl/Apply", "\(managed.output)")
+            let labels = try await setup.kubectl(["get", "deployment", "web", "-o", "jsonpath={.metadata.labels.tier}"])
+            #expect(labels.output == "front", "\(labels.output)")
+
+            // The label dropped from the file goes; replicas changed.
+            try Self.deployment.replacingOccurrences(of: "replicas: 2", with: "replicas: 3").write(toFile: file, atomically: true, encoding: .utf8)
+            let diff = try await setup.kubectl(["diff", "--server-side", "-f", file])
+            #expect(diff.status == 1 && diff.output.contains("+  replicas: 3") && diff.output.contains("-    tier: front"), "\(diff.output)")
+            let second = try await setup.kubectl(["apply", "--server-side", "-f", file])
+            #expect(second.status == 0, "\(second.output)")
+            let after = try await setup.kubectl(["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}/{.metadata.labels.tier}"])
+            #expect(after.output == "3/", "\(after.output)")
+
+            // Another manager wanting other replicas: a conflict, then forced.
+            let other = "\(setup.directory)/other.yaml"
+            try "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 7\n".write(toFile: other, atomically: true, encoding: .utf8)
+            let conflict = try await setup.kubectl(["apply", "--server-side", "--field-manager=autoscaler", "-f", other])
+            #expect(conflict.status != 0 && conflict.output.contains("conflict with \"kubectl\"") && conflict.output.contains(".spec.replicas"), "\(conflict.output)")
+            let forced = try await setup.kubectl(["apply", "--server-side", "--field-manager=autoscaler", "--force-conflicts", "-f", other])
+            #expect(forced.status == 0, "\(forced.output)")
+            let replicas = try await setup.kubectl(["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"])
+            #expect(replicas.output == "7", "\(replicas.output)")
+            // The image is still kubectl's, the containers as applied.
+            let image = try await setup.kubectl(["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"])
+            #expect(image.output == "nginx:1.27", "\(image.output)")
+
+            let noManager = try await setup.curl(["-w", "\\n%{http_code}", "-X", "PATCH", "-H", "Content-Type: application/apply-patch+yaml", "--data-binary",
+                                                  "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n", setup.url + "/api/v1/namespaces/default/configmaps/x"])
+            #expect(noManager.output.hasSuffix("\n422") && noManager.output.contains("fieldManager"), "\(noManager.output)")
+            let created = try await setup.curl(["-w", "\\n%{http_code}", "-X", "PATCH", "-H", "Content-Type: application/apply-patch+yaml", "--data-binary",
+                                                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\n",
+                                                setup.url + "/api/v1/namespaces/default/configmaps/x?fieldManager=curl"])
+            #expect(created.output.hasSuffix("\n201") && created.output.contains("\"manager\":\"curl\""), "\(created.output)")
+        }
+    }
+
     static let withUnknownField = """
         apiVersion: v1
         kind: ConfigMap
