@@ -19,15 +19,7 @@ public enum Defaults {
                 fill(&spec, "replicas", .integer(1))
                 fill(&spec, "revisionHistoryLimit", .integer(10))
                 fill(&spec, "progressDeadlineSeconds", .integer(600))
-                edit(&spec, "strategy") { strategy in
-                    fill(&strategy, "type", "RollingUpdate")
-                    if strategy["type"] == "RollingUpdate" {
-                        edit(&strategy, "rollingUpdate") { rolling in
-                            fill(&rolling, "maxUnavailable", "25%")
-                            fill(&rolling, "maxSurge", "25%")
-                        }
-                    }
-                }
+                rollingStrategy(&spec, "strategy", [("maxUnavailable", "25%"), ("maxSurge", "25%")])
                 podTemplate(&spec)
             }
         case ("apps", "ReplicaSet"):
@@ -40,10 +32,7 @@ public enum Defaults {
                 fill(&spec, "replicas", .integer(1))
                 fill(&spec, "podManagementPolicy", "OrderedReady")
                 fill(&spec, "revisionHistoryLimit", .integer(10))
-                edit(&spec, "updateStrategy") { strategy in
-                    fill(&strategy, "type", "RollingUpdate")
-                    if strategy["type"] == "RollingUpdate" { edit(&strategy, "rollingUpdate") { fill(&$0, "partition", .integer(0)) } }
-                }
+                rollingStrategy(&spec, "updateStrategy", [("partition", .integer(0))])
                 edit(&spec, "persistentVolumeClaimRetentionPolicy") { policy in
                     fill(&policy, "whenDeleted", "Retain")
                     fill(&policy, "whenScaled", "Retain")
@@ -53,15 +42,7 @@ public enum Defaults {
         case ("apps", "DaemonSet"):
             edit(&fields, "spec") { spec in
                 fill(&spec, "revisionHistoryLimit", .integer(10))
-                edit(&spec, "updateStrategy") { strategy in
-                    fill(&strategy, "type", "RollingUpdate")
-                    if strategy["type"] == "RollingUpdate" {
-                        edit(&strategy, "rollingUpdate") { rolling in
-                            fill(&rolling, "maxUnavailable", .integer(1))
-                            fill(&rolling, "maxSurge", .integer(0))
-                        }
-                    }
-                }
+                rollingStrategy(&spec, "updateStrategy", [("maxUnavailable", .integer(1)), ("maxSurge", .integer(0))])
                 podTemplate(&spec)
             }
         case ("batch", "Job"):
@@ -136,6 +117,17 @@ public enum Defaults {
             }
         }
         return .object(fields)
+    }
+
+    /// A workload's update strategy: RollingUpdate unless given, and then its rolling defaults.
+    static func rollingStrategy(_ spec: inout [String: JSONValue], _ key: String, _ rollingDefaults: [(String, JSONValue)]) {
+        edit(&spec, key) { strategy in
+            fill(&strategy, "type", "RollingUpdate")
+            guard strategy["type"] == "RollingUpdate" else { return }
+            edit(&strategy, "rollingUpdate") { rolling in
+                for (field, value) in rollingDefaults { fill(&rolling, field, value) }
+            }
+        }
     }
 
     /// A workload's `template.spec`.

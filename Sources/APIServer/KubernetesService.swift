@@ -53,6 +53,8 @@ public struct KubernetesService: Sendable {
     }
 
     func ensureService() async throws(APIError) {
+        // A read of this member's view first: the create's txn would go through the log every time.
+        if (try? await storage.get(Self.services, namespace: "default", name: "kubernetes", consistent: false)) != nil { return }
         let object = try ObjectMetaRules.prepareForCreate(Self.service(port: port), .init(resource: Self.services, namespace: "default"))
         do {
             _ = try await storage.create(Self.services, namespace: "default", name: "kubernetes", object: object)

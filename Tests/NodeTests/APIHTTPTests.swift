@@ -27,6 +27,13 @@ struct APIHTTPTests {
 
         func config(_ name: String) -> String { "\(directory)/\(name).conf" }
 
+        /// Writes `text` to NAME.yaml in the directory; returns its path.
+        func write(_ name: String, _ text: String) throws -> String {
+            let path = "\(directory)/\(name).yaml"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+
         /// Runs kubectl with `config` (admin by default), its discovery cache in the directory.
         func kubectl(_ arguments: [String], config name: String = "admin") async throws -> Command.Result {
             try await Command.run([APIHTTPTests.kubectl, "--kubeconfig", config(name), "--cache-dir", "\(directory)/cache"] + arguments, directory: directory)
@@ -509,11 +516,7 @@ struct APIHTTPTests {
     @Test("a kubelet's identity (Node authorizer + NodeRestriction): its own Node, Lease, pods' status and mirror pods; nothing of another node's; no secrets")
     func kubeletIdentity() async throws {
         try await Self.withServer { setup in
-            func write(_ name: String, _ text: String) throws -> String {
-                let path = "\(setup.directory)/\(name).yaml"
-                try text.write(toFile: path, atomically: true, encoding: .utf8)
-                return path
-            }
+            func write(_ name: String, _ text: String) throws -> String { try setup.write(name, text) }
             func node(_ name: String) throws -> String { try write("node-\(name)", "apiVersion: v1\nkind: Node\nmetadata: {name: \(name)}\n") }
             func pod(_ name: String, on node: String, mirror: Bool = false) throws -> String {
                 try write("pod-\(name)", """
@@ -622,11 +625,7 @@ struct APIHTTPTests {
     @Test("deletion: a pod on a node waits its grace period (Terminating) unless forced; finalizers hold an object until removed; deletecollection by selector; a namespace's content goes with it, and nothing new is made in it meanwhile")
     func deletion() async throws {
         try await Self.withServer { setup in
-            func write(_ name: String, _ text: String) throws -> String {
-                let path = "\(setup.directory)/\(name).yaml"
-                try text.write(toFile: path, atomically: true, encoding: .utf8)
-                return path
-            }
+            func write(_ name: String, _ text: String) throws -> String { try setup.write(name, text) }
             #expect(try await setup.kubectl(["create", "-f", try write("bound", "apiVersion: v1\nkind: Pod\nmetadata: {name: bound}\nspec: {nodeName: n1, containers: [{name: c, image: busybox}]}\n")]).status == 0)
             let graceful = try await setup.kubectl(["delete", "pod", "bound", "--wait=false"])
             #expect(graceful.status == 0, "\(graceful.output)")
