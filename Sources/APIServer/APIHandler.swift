@@ -127,10 +127,15 @@ public struct APIHandler: Sendable {
             return .object(status: 200, list)
         case "watch":
             return try await watchResource(resource, namespace: namespace, name: info.name, request.query, table: request.table)
-        case "create" where resource.kind == "SelfSubjectAccessReview":
-            let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
+        case "create" where resource.kind == "SelfSubjectAccessReview" || resource.kind == "SelfSubjectRulesReview":
+            // A review's status is the answer: what the client sends there is ignored.
+            var question = try Self.decodeBody(request.body, contentType: request.contentType)
+            if case .object(var fields) = question { fields["status"] = nil; question = .object(fields) }
+            let (body, warnings) = try Self.validated(question, resource, request.query)
             guard let user else { throw APIError.unauthorized }
-            return .object(status: 201, try AccessReview.review(body, user: user, authorizer: authorizer), warnings: warnings)
+            let answer = resource.kind == "SelfSubjectAccessReview" ? try AccessReview.review(body, user: user, authorizer: authorizer)
+                : try AccessReview.rules(body, user: user, authorizer: authorizer)
+            return .object(status: 201, answer, warnings: warnings)
         case "create":
             let (body, warnings) = try Self.validated(try Self.decodeBody(request.body, contentType: request.contentType), resource, request.query)
             return .object(status: 201, try await create(body, resource, namespace: namespace, dryRun: request.query["dryRun"] == "All", user: user), warnings: warnings)

@@ -29,4 +29,28 @@ enum AccessReview {
         review["metadata"] = .object(metadata)
         return .object(review)
     }
+
+    /// SelfSubjectRulesReview (`kubectl auth can-i --list`): the rules that grant the user
+    /// something in `spec.namespace`, resource and non-resource ones apart.
+    static func rules(_ body: JSONValue, user: UserInfo, authorizer: any Authorizer) throws(APIError) -> JSONValue {
+        guard case .object(var review) = body else { throw APIError.badRequest("a SelfSubjectRulesReview must be an object") }
+        let namespace = body["spec"]?["namespace"]?.stringValue ?? ""
+        let found = authorizer.rules(for: user, namespace: namespace)
+        var resourceRules: [JSONValue] = []
+        var nonResourceRules: [JSONValue] = []
+        for rule in found ?? [] {
+            func list(_ values: [String]) -> JSONValue { .array(values.map(JSONValue.string)) }
+            if !rule.resources.isEmpty {
+                var entry: [String: JSONValue] = ["verbs": list(rule.verbs), "apiGroups": list(rule.apiGroups), "resources": list(rule.resources)]
+                if !rule.resourceNames.isEmpty { entry["resourceNames"] = list(rule.resourceNames) }
+                resourceRules.append(.object(entry))
+            }
+            if !rule.nonResourceURLs.isEmpty { nonResourceRules.append(.object(["verbs": list(rule.verbs), "nonResourceURLs": list(rule.nonResourceURLs)])) }
+        }
+        review["status"] = .object(["resourceRules": .array(resourceRules), "nonResourceRules": .array(nonResourceRules), "incomplete": .bool(found == nil)])
+        var metadata = review["metadata"]?.objectValue ?? [:]
+        metadata["creationTimestamp"] = .null
+        review["metadata"] = .object(metadata)
+        return .object(review)
+    }
 }

@@ -22,10 +22,14 @@ public protocol Authorizer: Sendable {
     /// The rules of a role (`Role` in `namespace`, or `ClusterRole`), for RBAC's escalation
     /// check of a binding; nil when the authorizer knows no such role.
     func rules(ofRole kind: String, name: String, namespace: String?) -> [PolicyRule]?
+    /// Every rule that grants `user` something in `namespace` (SelfSubjectRulesReview); nil when
+    /// the authorizer cannot list them.
+    func rules(for user: UserInfo, namespace: String) -> [PolicyRule]?
 }
 
 extension Authorizer {
     public func rules(ofRole kind: String, name: String, namespace: String?) -> [PolicyRule]? { nil }
+    public func rules(for user: UserInfo, namespace: String) -> [PolicyRule]? { nil }
 }
 
 /// The authorizer until RBAC is served: `system:masters` may do everything; every other
@@ -38,19 +42,23 @@ public struct MastersAuthorizer: Authorizer {
 
     public func allows(_ user: UserInfo, _ request: RequestInfo) -> Bool {
         if user.groups.contains(UserInfo.mastersGroup) { return true }
-        // system:basic-user: anyone may ask what they themselves may do.
-        if request.isResourceRequest && request.verb == "create" && request.group == "authorization.k8s.io"
-            && request.resource == "selfsubjectaccessreviews" && request.subresource == nil {
-            return true
-        }
-        return !request.isResourceRequest && request.verb == "get" && Self.isPublic(request.path)
+        return Self.everyone.contains { $0.allows(request) }
     }
 
-    /// Discovery and health paths, which any authenticated user may read.
-    static func isPublic(_ path: String) -> Bool {
-        // Under /api and /apis only discovery is a non-resource request.
-        ["api", "apis", "version", "healthz", "livez", "readyz", "openapi"].contains(path.split(separator: "/").first ?? "")
+    /// What every authenticated user may do: ask what they may do (system:basic-user), read
+    /// discovery, health and the OpenAPI documents (system:discovery, system:public-info-viewer).
+    public static let everyone: [PolicyRule] = [
+        PolicyRule(verbs: ["create"], apiGroups: ["authorization.k8s.io"], resources: ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+        PolicyRule(verbs: ["get"], nonResourceURLs: ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/version", "/version/", "/openapi", "/openapi/*"]),
+    ]
+    public static let superuser: [PolicyRule] = [
+        PolicyRule(verbs: ["*"], apiGroups: ["*"], resources: ["*"]), PolicyRule(verbs: ["*"], nonResourceURLs: ["*"]),
+    ]
+
+    public func rules(for user: UserInfo, namespace: String) -> [PolicyRule]? {
+        user.groups.contains(UserInfo.mastersGroup) ? Self.superuser + Self.everyone : Self.everyone
     }
+
 }
 
 extension RequestInfo {

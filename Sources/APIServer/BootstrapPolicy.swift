@@ -69,12 +69,26 @@ public enum BootstrapPolicy {
     static let metadataLabels: JSONValue = .object(["kubernetes.io/bootstrapping": "rbac-defaults"])
     static let metadataAnnotations: JSONValue = .object(["rbac.authorization.kubernetes.io/autoupdate": "true"])
 
+    /// The user-facing roles aggregate, as Kubernetes': a ClusterRole labelled
+    /// `rbac.authorization.k8s.io/aggregate-to-view: "true"` adds its rules to view (and so to
+    /// edit and admin, which aggregate view and edit in turn).
+    static let aggregates: [String: (labels: [String], selects: String)] = [
+        "admin": ([], "aggregate-to-admin"),
+        "edit": (["aggregate-to-admin"], "aggregate-to-edit"),
+        "view": (["aggregate-to-edit"], "aggregate-to-view"),
+    ]
+
     public static func clusterRole(_ name: String, _ rules: [PolicyRule]) -> JSONValue {
-        .object([
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": .object(["name": .string(name), "labels": metadataLabels, "annotations": metadataAnnotations]),
-            "rules": .array(rules.map(\.json)),
-        ])
+        var labels = metadataLabels.objectValue ?? [:]
+        var fields: [String: JSONValue] = ["apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "rules": .array(rules.map(\.json))]
+        if let aggregate = aggregates[name] {
+            for label in aggregate.labels { labels["rbac.authorization.k8s.io/\(label)"] = "true" }
+            fields["aggregationRule"] = .object(["clusterRoleSelectors": .array([
+                .object(["matchLabels": .object(["rbac.authorization.k8s.io/\(aggregate.selects)": "true"])]),
+            ])])
+        }
+        fields["metadata"] = .object(["name": .string(name), "labels": .object(labels), "annotations": metadataAnnotations])
+        return .object(fields)
     }
 
     public static func clusterRoleBinding(_ name: String, role: String, groups: [String]) -> JSONValue {

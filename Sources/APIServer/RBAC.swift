@@ -1,3 +1,4 @@
+import Foundation
 import Resources
 import Synchronization
 
@@ -136,7 +137,13 @@ public struct Binding: Sendable, Equatable {
 /// bindings apply everywhere; a namespace's bindings grant their role's rules in that
 /// namespace only (a RoleBinding may refer to a ClusterRole, granting its rules there).
 public struct RBACPolicy: Sendable, Equatable {
-    public var clusterRoles: [String: [PolicyRule]] = [:]
+    /// Each ClusterRole's rules as evaluated: its own, and for an aggregated role
+    /// (`aggregationRule.clusterRoleSelectors`) those of every ClusterRole its selectors match,
+    /// transitively, as Kubernetes' aggregation controller writes them.
+    public private(set) var clusterRoles: [String: [PolicyRule]] = [:]
+    var ownClusterRoles: [String: [PolicyRule]] = [:]
+    var clusterRoleLabels: [String: [String: String]] = [:]
+    var aggregation: [String: [LabelSelector]] = [:]
     /// By namespace, then name.
     public var roles: [String: [String: [PolicyRule]]] = [:]
     public var clusterRoleBindings: [String: Binding] = [:]
@@ -156,6 +163,19 @@ public struct RBACPolicy: Sendable, Equatable {
         return false
     }
 
+    /// Every rule bound to `user` that applies in `namespace`: cluster-wide bindings' and the
+    /// namespace's.
+    public func rules(for user: UserInfo, namespace: String) -> [PolicyRule] {
+        var rules: [PolicyRule] = []
+        for binding in clusterRoleBindings.values where binding.roleKind == "ClusterRole" && binding.subjects.contains(where: { $0.matches(user, bindingNamespace: nil) }) {
+            rules += clusterRoles[binding.roleName] ?? []
+        }
+        for binding in (roleBindings[namespace] ?? [:]).values where binding.subjects.contains(where: { $0.matches(user, bindingNamespace: namespace) }) {
+            rules += self.rules(ofRole: binding.roleKind, name: binding.roleName, namespace: namespace) ?? []
+        }
+        return rules
+    }
+
     /// The rules of the role a binding in `namespace` (nil: a ClusterRoleBinding) refers to.
     public func rules(ofRole kind: String, name: String, namespace: String?) -> [PolicyRule]? {
         switch kind {
@@ -165,12 +185,38 @@ public struct RBACPolicy: Sendable, Equatable {
         }
     }
 
+    /// The evaluated rules of every ClusterRole from the own rules and aggregation rules.
+    mutating func aggregate() {
+        var effective = ownClusterRoles
+        for _ in 0..<8 {
+            var next = ownClusterRoles
+            for (name, selectors) in aggregation where !selectors.isEmpty {
+                for (other, labels) in clusterRoleLabels where other != name && selectors.contains(where: { $0.matches(labels) }) {
+                    for rule in effective[other] ?? [] where !(next[name]?.contains(rule) ?? false) { next[name, default: []].append(rule) }
+                }
+            }
+            if next == effective { break }
+            effective = next
+        }
+        clusterRoles = effective
+    }
+
     /// Takes in a change to an RBAC object (`object` nil: deleted).
     public mutating func apply(kind: String, namespace: String?, name: String, object: JSONValue?) {
         let ruleList = object.map { ($0["rules"]?.arrayValue ?? []).map(PolicyRule.init) }
         let binding = object.map(Binding.init)
         switch kind {
-        case "ClusterRole": clusterRoles[name] = ruleList
+        case "ClusterRole":
+            ownClusterRoles[name] = ruleList
+            var labels: [String: String] = [:]
+            for (key, value) in object?.metadata("labels")?.objectValue ?? [:] { labels[key] = value.stringValue }
+            clusterRoleLabels[name] = object == nil ? nil : labels
+            aggregation[name] = object?["aggregationRule"]?["clusterRoleSelectors"]?.arrayValue.map { selectors in
+                selectors.compactMap { selector in
+                    (try? JSONDecoder().decode(MetaV1.LabelSelector.self, from: Data(selector.jsonBytes))).flatMap { try? LabelSelector($0) }
+                }
+            }
+            aggregate()
         case "Role": roles[namespace ?? "", default: [:]][name] = ruleList
         case "ClusterRoleBinding": clusterRoleBindings[name] = binding
         case "RoleBinding": roleBindings[namespace ?? "", default: [:]][name] = binding
@@ -229,7 +275,11 @@ extension RBACPolicy {
     /// Replaces every object of `kind` with `objects` (after a list).
     public mutating func replace(kind: String, objects: [JSONValue]) {
         switch kind {
-        case "ClusterRole": clusterRoles = [:]
+        case "ClusterRole":
+            ownClusterRoles = [:]
+            clusterRoleLabels = [:]
+            aggregation = [:]
+            clusterRoles = [:]
         case "Role": roles = [:]
         case "ClusterRoleBinding": clusterRoleBindings = [:]
         case "RoleBinding": roleBindings = [:]
@@ -260,6 +310,12 @@ public final class RBACAuthorizer: Authorizer {
 
     public func rules(ofRole kind: String, name: String, namespace: String?) -> [PolicyRule]? {
         policy.withLock { $0.rules(ofRole: kind, name: name, namespace: namespace) }
+    }
+
+    public func rules(for user: UserInfo, namespace: String) -> [PolicyRule]? {
+        var rules = MastersAuthorizer().rules(for: user, namespace: namespace) ?? []
+        if NodeAuthorizer.nodeName(of: user) != nil { rules += NodeAuthorizer.rules }
+        return rules + policy.withLock { $0.rules(for: user, namespace: namespace) }
     }
 
     /// The policy as it is now (for tests and diagnostics).

@@ -47,6 +47,8 @@ public enum ServedResources {
         // authorization.k8s.io/v1
         ResourceType(group: "authorization.k8s.io", version: "v1", name: "selfsubjectaccessreviews", singularName: "selfsubjectaccessreview",
                      kind: "SelfSubjectAccessReview", namespaced: false, verbs: ["create"]),
+        ResourceType(group: "authorization.k8s.io", version: "v1", name: "selfsubjectrulesreviews", singularName: "selfsubjectrulesreview",
+                     kind: "SelfSubjectRulesReview", namespaced: false, verbs: ["create"]),
     ]
 
     /// The resource at `group`/`version` named `name` (its plural), if served.

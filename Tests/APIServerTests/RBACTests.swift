@@ -142,4 +142,26 @@ struct RBACTests {
         ]))
         try RBACEscalation.check(binding("ClusterRole", "admin"), resource: bindings, namespace: "team", user: carol, authorizer: PolicyAuthorizer(policy: policy))
     }
+
+    @Test("Aggregation: a ClusterRole labelled aggregate-to-view adds its rules to view, and through it to edit and admin; removed, they go")
+    func aggregation() {
+        var policy = Self.policy
+        let viewer = UserInfo(name: "v", groups: [])
+        policy.apply(kind: "ClusterRoleBinding", namespace: nil, name: "v-view", object: .object([
+            "roleRef": .object(["kind": "ClusterRole", "name": "view"]), "subjects": .array([.object(["kind": "User", "name": "v"])]),
+        ]))
+        let widgets = Self.request("get", "example.com", "widgets", name: "w")
+        #expect(!policy.allows(viewer, widgets))
+        policy.apply(kind: "ClusterRole", namespace: nil, name: "widget-viewer", object: .object([
+            "metadata": .object(["name": "widget-viewer", "labels": .object(["rbac.authorization.k8s.io/aggregate-to-view": "true"])]),
+            "rules": .array([PolicyRule(verbs: ["get"], apiGroups: ["example.com"], resources: ["widgets"]).json]),
+        ]))
+        #expect(policy.allows(viewer, widgets))
+        for role in ["edit", "admin"] {
+            #expect(policy.rules(ofRole: "ClusterRole", name: role, namespace: nil)?.contains { $0.allows(widgets) } == true, "\(role) aggregates view")
+        }
+        #expect(policy.rules(for: viewer, namespace: "default").contains { $0.allows(widgets) })
+        policy.apply(kind: "ClusterRole", namespace: nil, name: "widget-viewer", object: nil)
+        #expect(!policy.allows(viewer, widgets))
+    }
 }

@@ -392,6 +392,9 @@ struct APIHTTPTests {
             #expect(elsewhere.status != 0 && elsewhere.output.contains("in the namespace \"kube-system\""), "\(elsewhere.output)")
             let mayList = try await setup.kubectl(["auth", "can-i", "list", "pods", "-n", "default"], config: "alice")
             #expect(mayList.output.hasPrefix("yes"), "\(mayList.output)")
+            let list = try await setup.kubectl(["auth", "can-i", "--list", "-n", "default"], config: "alice")
+            #expect(list.status == 0 && list.output.contains("pods") && list.output.contains("[get list watch]")
+                    && list.output.contains("selfsubjectaccessreviews.authorization.k8s.io"), "\(list.output)")
             let mayDelete = try await setup.kubectl(["auth", "can-i", "delete", "pods", "-n", "default"], config: "alice")
             #expect(mayDelete.status != 0 && mayDelete.output.hasPrefix("no"), "\(mayDelete.output)")
 
