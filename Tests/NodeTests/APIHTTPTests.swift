@@ -36,12 +36,14 @@ struct APIHTTPTests {
 
         /// Runs kubectl with `config` (admin by default), its discovery cache in the directory.
         func kubectl(_ arguments: [String], config name: String = "admin") async throws -> Command.Result {
-            try await Command.run([APIHTTPTests.kubectl, "--kubeconfig", config(name), "--cache-dir", "\(directory)/cache"] + arguments, directory: directory)
+            // Bounded, so that a request the server never answers fails the test with its output.
+            try await Command.run(["/usr/bin/timeout", "90", APIHTTPTests.kubectl, "--kubeconfig", config(name), "--cache-dir", "\(directory)/cache"] + arguments,
+                                  directory: directory)
         }
 
         /// curl with the CA, and the client certificate of `identity` unless nil.
         func curl(_ arguments: [String], identity: String? = "admin") async throws -> Command.Result {
-            var command = ["/usr/bin/curl", "-sS", "--cacert", "\(directory)/ca.crt"]
+            var command = ["/usr/bin/curl", "-sS", "--max-time", "90", "--cacert", "\(directory)/ca.crt"]
             if let identity { command += ["--cert", "\(directory)/\(identity).crt", "--key", "\(directory)/\(identity).key"] }
             return try await Command.run(command + arguments, directory: directory)
         }
