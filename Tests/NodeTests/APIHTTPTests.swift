@@ -27,6 +27,15 @@ struct APIHTTPTests {
 
         func config(_ name: String) -> String { "\(directory)/\(name).conf" }
 
+        /// kubectl's answer as JSON (`-o json` added unless the arguments choose an output or
+        /// `--raw`); null when it is not JSON, after an expectation that kubectl succeeded.
+        func json(_ arguments: [String]) async throws -> JSONValue {
+            let chosen = arguments.contains("-o") || arguments.contains("--raw") || arguments.contains { $0.hasPrefix("-o=") }
+            let result = try await kubectl(chosen ? arguments : arguments + ["-o", "json"])
+            #expect(result.status == 0, "\(arguments): \(result.output)")
+            return (try? JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))) ?? .null
+        }
+
         /// Writes `text` to NAME.yaml in the directory; returns its path.
         func write(_ name: String, _ text: String) throws -> String {
             let path = "\(directory)/\(name).yaml"
@@ -209,10 +218,6 @@ struct APIHTTPTests {
     @Test("kubectl apply (create, unchanged, configured), patch of each type, label, annotate")
     func applyAndPatch() async throws {
         try await Self.withServer { setup in
-            func json(_ arguments: [String]) async throws -> JSONValue {
-                let result = try await setup.kubectl(arguments + ["-o", "json"])
-                return try JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))
-            }
             let file = "\(setup.directory)/deployment.yaml"
             try Self.deployment.write(toFile: file, atomically: true, encoding: .utf8)
             let first = try await setup.kubectl(["apply", "-f", file])
@@ -223,7 +228,7 @@ struct APIHTTPTests {
                 .write(toFile: file, atomically: true, encoding: .utf8)
             let edited = try await setup.kubectl(["apply", "-f", file])
             #expect(edited.status == 0 && edited.output.contains("deployment.apps/web configured"), "\(edited.output)")
-            var object = try await json(["get", "deployment", "web"])
+            var object = try await setup.json(["get", "deployment", "web"])
             #expect(object["spec"]?["replicas"] == .integer(3))
             #expect(object["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.compactMap { $0["image"]?.stringValue } == ["nginx:1.27", "busybox:1.37"])
             #expect(object["metadata"]?["generation"] == .integer(2), "\(object["metadata"] ?? .null)")
@@ -231,13 +236,13 @@ struct APIHTTPTests {
             // Strategic (kubectl's default): containers merge by name, the other one stays.
             let strategic = try await setup.kubectl(["patch", "deployment", "web", "-p", #"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}"#])
             #expect(strategic.status == 0 && strategic.output.contains("patched"), "\(strategic.output)")
-            object = try await json(["get", "deployment", "web"])
+            object = try await setup.json(["get", "deployment", "web"])
             #expect(object["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.compactMap { $0["image"]?.stringValue } == ["nginx:1.28", "busybox:1.37"])
             // Merge patch: a list is replaced whole.
             let merge = try await setup.kubectl(["patch", "deployment", "web", "--type", "merge", "-p",
                                                  #"{"spec":{"template":{"spec":{"containers":[{"name":"only","image":"nginx:1.29"}]}}}}"#])
             #expect(merge.status == 0, "\(merge.output)")
-            object = try await json(["get", "deployment", "web"])
+            object = try await setup.json(["get", "deployment", "web"])
             #expect(object["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.compactMap { $0["name"]?.stringValue } == ["only"])
             // JSON patch, and a failing test operation (422) that changes nothing.
             let jsonPatch = try await setup.kubectl(["patch", "deployment", "web", "--type", "json", "-p",
@@ -248,7 +253,7 @@ struct APIHTTPTests {
             #expect(failing.status != 0, "\(failing.output)")
             let missing = try await setup.kubectl(["patch", "deployment", "web", "--type", "json", "-p", #"[{"op":"remove","path":"/spec/nothing"}]"#])
             #expect(missing.status != 0 && missing.output.contains("/spec/nothing"), "\(missing.output)")
-            object = try await json(["get", "deployment", "web"])
+            object = try await setup.json(["get", "deployment", "web"])
             #expect(object["spec"]?["replicas"] == .integer(5) && object["metadata"]?["labels"]?["tier"] == .string("front"))
 
             let label = try await setup.kubectl(["label", "deployment", "web", "team=blue"])
@@ -257,7 +262,7 @@ struct APIHTTPTests {
             #expect(annotate.status == 0 && annotate.output.contains("annotated"), "\(annotate.output)")
             let unlabel = try await setup.kubectl(["label", "deployment", "web", "tier-"])
             #expect(unlabel.status == 0, "\(unlabel.output)")
-            object = try await json(["get", "deployment", "web"])
+            object = try await setup.json(["get", "deployment", "web"])
             #expect(object["metadata"]?["labels"]?["team"] == .string("blue") && object["metadata"]?["labels"]?["tier"] == nil)
             #expect(object["metadata"]?["annotations"]?["note"] == .string("hello"))
             let renamed = try await setup.kubectl(["patch", "deployment", "web", "--type", "merge", "-p", #"{"metadata":{"name":"other"}}"#])
@@ -299,11 +304,6 @@ struct APIHTTPTests {
     @Test("kubectl's typed commands send protobuf bodies: create namespace, configmap, secret, deployment, service, job; auth can-i for the admin and a kubelet")
     func protobufBodies() async throws {
         try await Self.withServer { setup in
-            func json(_ arguments: [String]) async throws -> JSONValue {
-                let result = try await setup.kubectl(arguments + ["-o", "json"])
-                #expect(result.status == 0, "\(arguments): \(result.output)")
-                return try JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))
-            }
             // -v=8 prints the request's headers: the body goes as protobuf.
             let namespace = try await setup.kubectl(["create", "namespace", "shop", "-v=8"])
             #expect(namespace.status == 0 && namespace.output.contains("namespace/shop created"), "\(namespace.output.suffix(2000))")
@@ -311,7 +311,7 @@ struct APIHTTPTests {
 
             let configMap = try await setup.kubectl(["create", "configmap", "settings", "-n", "shop", "--from-literal=color=blue", "--from-literal=size=10"])
             #expect(configMap.status == 0, "\(configMap.output)")
-            let storedMap = try await json(["get", "configmap", "settings", "-n", "shop"])
+            let storedMap = try await setup.json(["get", "configmap", "settings", "-n", "shop"])
             #expect(storedMap["data"] == .object(["color": "blue", "size": "10"]))
             #expect(storedMap["metadata"]?["uid"]?.stringValue?.isEmpty == false)
             // Empty strings of the protobuf body are not stored as fields.
@@ -319,12 +319,12 @@ struct APIHTTPTests {
 
             let secret = try await setup.kubectl(["create", "secret", "generic", "token", "-n", "shop", "--from-literal=password=s3cr3t"])
             #expect(secret.status == 0, "\(secret.output)")
-            let storedSecret = try await json(["get", "secret", "token", "-n", "shop"])
+            let storedSecret = try await setup.json(["get", "secret", "token", "-n", "shop"])
             #expect(storedSecret["data"]?["password"] == .string(Data("s3cr3t".utf8).base64EncodedString()))
 
             let deployment = try await setup.kubectl(["create", "deployment", "web", "-n", "shop", "--image=nginx:1.27", "--replicas=0", "--port=80"])
             #expect(deployment.status == 0, "\(deployment.output)")
-            let storedDeployment = try await json(["get", "deployment", "web", "-n", "shop"])
+            let storedDeployment = try await setup.json(["get", "deployment", "web", "-n", "shop"])
             // replicas 0 is a pointer's zero: kept, not dropped as empty.
             #expect(storedDeployment["spec"]?["replicas"] == .integer(0), "\(storedDeployment["spec"] ?? .null)")
             let container = storedDeployment["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.first
@@ -333,13 +333,13 @@ struct APIHTTPTests {
 
             let service = try await setup.kubectl(["create", "service", "clusterip", "web", "-n", "shop", "--tcp=80:8080"])
             #expect(service.status == 0, "\(service.output)")
-            let storedService = try await json(["get", "service", "web", "-n", "shop"])
+            let storedService = try await setup.json(["get", "service", "web", "-n", "shop"])
             let port = storedService["spec"]?["ports"]?.arrayValue?.first
             #expect(port?["port"] == .integer(80) && port?["targetPort"] == .integer(8080), "\(port ?? .null)")
 
             let job = try await setup.kubectl(["create", "job", "once", "-n", "shop", "--image=busybox:1.36", "--", "echo", "hi"])
             #expect(job.status == 0, "\(job.output)")
-            let storedJob = try await json(["get", "job", "once", "-n", "shop"])
+            let storedJob = try await setup.json(["get", "job", "once", "-n", "shop"])
             #expect(storedJob["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.first?["command"] == .array(["echo", "hi"]))
 
             let listed = try await setup.kubectl(["get", "all", "-n", "shop", "-o", "name"])
@@ -436,19 +436,14 @@ struct APIHTTPTests {
     @Test("subresources: scale (kubectl scale, the Scale's selector, a negative count refused), status (only status changes through it, the main resource keeps it), a new pod Pending with its QoS class, pods/binding once, pods/eviction, namespaces/finalize")
     func subresources() async throws {
         try await Self.withServer { setup in
-            func json(_ arguments: [String]) async throws -> JSONValue {
-                let result = try await setup.kubectl(arguments)
-                #expect(result.status == 0, "\(arguments): \(result.output)")
-                return (try? JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))) ?? .null
-            }
             let file = "\(setup.directory)/deployment.yaml"
             try Self.deployment.write(toFile: file, atomically: true, encoding: .utf8)
             #expect(try await setup.kubectl(["apply", "-f", file]).status == 0)
             let scaled = try await setup.kubectl(["scale", "deployment", "web", "--replicas=4"])
             #expect(scaled.status == 0 && scaled.output.contains("deployment.apps/web scaled"), "\(scaled.output)")
-            var deployment = try await json(["get", "deployment", "web", "-o", "json"])
+            var deployment = try await setup.json(["get", "deployment", "web", "-o", "json"])
             #expect(deployment["spec"]?["replicas"] == .integer(4) && deployment["metadata"]?["generation"] == .integer(2), "\(deployment)")
-            let scale = try await json(["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web/scale"])
+            let scale = try await setup.json(["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web/scale"])
             #expect(scale["kind"] == "Scale" && scale["spec"]?["replicas"] == .integer(4) && scale["status"]?["selector"] == "app=web", "\(scale)")
             let negative = try await setup.kubectl(["scale", "deployment", "web", "--replicas=-1"])
             #expect(negative.status != 0, "\(negative.output)")
@@ -457,7 +452,7 @@ struct APIHTTPTests {
             let status = try await setup.kubectl(["patch", "deployment", "web", "--subresource=status", "--type=merge",
                                                   "-p", #"{"status":{"replicas":4,"readyReplicas":3},"spec":{"replicas":9}}"#])
             #expect(status.status == 0, "\(status.output)")
-            deployment = try await json(["get", "deployment", "web", "-o", "json"])
+            deployment = try await setup.json(["get", "deployment", "web", "-o", "json"])
             #expect(deployment["status"]?["readyReplicas"] == .integer(3) && deployment["spec"]?["replicas"] == .integer(4), "\(deployment)")
             #expect(deployment["metadata"]?["generation"] == .integer(2))
             let ready = try await setup.kubectl(["get", "deployment", "web"])
@@ -465,7 +460,7 @@ struct APIHTTPTests {
             // The resource itself cannot change its status.
             let mainPatch = try await setup.kubectl(["patch", "deployment", "web", "--type=merge", "-p", #"{"status":{"readyReplicas":0}}"#])
             #expect(mainPatch.status == 0, "\(mainPatch.output)")
-            deployment = try await json(["get", "deployment", "web", "-o", "json"])
+            deployment = try await setup.json(["get", "deployment", "web", "-o", "json"])
             #expect(deployment["status"]?["readyReplicas"] == .integer(3), "\(deployment)")
 
             // A pod's status on create is the server's: Pending, with its QoS class.
@@ -481,7 +476,7 @@ struct APIHTTPTests {
                 status: {phase: Running}
                 """.write(toFile: "\(setup.directory)/pod.yaml", atomically: true, encoding: .utf8)
             #expect(try await setup.kubectl(["create", "-f", "\(setup.directory)/pod.yaml"]).status == 0)
-            let pod = try await json(["get", "pod", "sized", "-o", "json"])
+            let pod = try await setup.json(["get", "pod", "sized", "-o", "json"])
             #expect(pod["status"] == .object(["phase": "Pending", "qosClass": "Guaranteed"]), "\(pod["status"] ?? .null)")
 
             // Binding: assigns the pod once.
@@ -489,7 +484,7 @@ struct APIHTTPTests {
             let binding = #"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"sized"},"target":{"kind":"Node","name":"n1"}}"#
             let bound = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", binding, base + "/binding"])
             #expect(bound.output.hasSuffix("\n201"), "\(bound.output)")
-            let placed = try await json(["get", "pod", "sized", "-o", "json"])
+            let placed = try await setup.json(["get", "pod", "sized", "-o", "json"])
             #expect(placed["spec"]?["nodeName"] == "n1", "\(placed)")
             #expect(placed["status"]?["conditions"]?.arrayValue?.contains { $0["type"] == "PodScheduled" && $0["status"] == "True" } == true)
             let again = try await setup.curl(["-w", "\\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", binding, base + "/binding"])
@@ -513,7 +508,7 @@ struct APIHTTPTests {
                                                  #"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"doomed","labels":{"x":"y"}},"spec":{"finalizers":[]}}"#,
                                                  setup.url + "/api/v1/namespaces/doomed/finalize"])
             #expect(finalize.output.hasSuffix("\n200"), "\(finalize.output)")
-            let namespace = try await json(["get", "namespace", "doomed", "-o", "json"])
+            let namespace = try await setup.json(["get", "namespace", "doomed", "-o", "json"])
             #expect(namespace["spec"]?["finalizers"] == .array([]) && namespace["metadata"]?["labels"]?["x"] == nil, "\(namespace)")
         }
     }
@@ -697,11 +692,6 @@ struct APIHTTPTests {
     @Test("services: the kubernetes Service at 10.96.0.1 with this server as its endpoint; cluster IPs and node ports allocated, unique under concurrent creates, kept on update, released on delete or type change; taken or out-of-range ones refused")
     func serviceAllocation() async throws {
         try await Self.withServer { setup in
-            func json(_ arguments: [String]) async throws -> JSONValue {
-                let result = try await setup.kubectl(arguments + ["-o", "json"])
-                #expect(result.status == 0, "\(arguments): \(result.output)")
-                return (try? JSONDecoder().decode(JSONValue.self, from: Data(result.output.utf8))) ?? .null
-            }
             var kubernetes = JSONValue.null
             for _ in 0..<50 where kubernetes == .null {
                 let found = try await setup.kubectl(["get", "service", "kubernetes", "-o", "json"])
@@ -718,14 +708,14 @@ struct APIHTTPTests {
             #expect(defaultGone.status != 0 && defaultGone.output.contains("this namespace may not be deleted"), "\(defaultGone.output)")
 
             #expect(try await setup.kubectl(["create", "service", "nodeport", "np", "--tcp=80:8080"]).status == 0)
-            let nodePortService = try await json(["get", "service", "np"])
+            let nodePortService = try await setup.json(["get", "service", "np"])
             let ip = nodePortService["spec"]?["clusterIP"]?.stringValue ?? ""
             #expect(ip.hasPrefix("10.") && ip != "10.96.0.1" && nodePortService["spec"]?["ipFamilies"] == .array(["IPv4"]), "\(nodePortService)")
             let nodePort = nodePortService["spec"]?["ports"]?.arrayValue?.first?["nodePort"]?.integerValue ?? 0
             #expect((30000...32767).contains(nodePort), "\(nodePortService)")
             // An apply that does not mention them keeps the address and the port.
             #expect(try await setup.kubectl(["label", "service", "np", "tier=web"]).status == 0)
-            let relabelled = try await json(["get", "service", "np"])
+            let relabelled = try await setup.json(["get", "service", "np"])
             #expect(relabelled["spec"]?["clusterIP"] == .string(ip) && relabelled["spec"]?["ports"]?.arrayValue?.first?["nodePort"] == .integer(nodePort))
 
             // Taken, and out of range.
@@ -745,7 +735,7 @@ struct APIHTTPTests {
 
             // Type change to ClusterIP releases the node port; delete releases the address.
             #expect(try await setup.kubectl(["patch", "service", "np", "--type=merge", "-p", #"{"spec":{"type":"ClusterIP"}}"#]).status == 0)
-            let clusterOnly = try await json(["get", "service", "np"])
+            let clusterOnly = try await setup.json(["get", "service", "np"])
             #expect(clusterOnly["spec"]?["ports"]?.arrayValue?.first?["nodePort"] == nil, "\(clusterOnly)")
             let reusedPort = try await service("reused-port", #"{"type":"NodePort","ports":[{"port":80,"nodePort":\#(nodePort)}]}"#)
             #expect(reusedPort.output.hasSuffix("\n201"), "\(reusedPort.output)")
@@ -758,7 +748,7 @@ struct APIHTTPTests {
                 for index in 0..<16 { group.addTask { try await service("burst-\(index)", #"{"type":"NodePort","ports":[{"port":80}]}"#) } }
                 for try await result in group { #expect(result.output.hasSuffix("\n201"), "\(result.output)") }
             }
-            let all = try await json(["get", "services"])
+            let all = try await setup.json(["get", "services"])
             let burst = (all["items"]?.arrayValue ?? []).filter { $0.metadata("name")?.stringValue?.hasPrefix("burst-") == true }
             #expect(burst.count == 16)
             #expect(Set(burst.compactMap { $0["spec"]?["clusterIP"]?.stringValue }).count == 16)
@@ -958,28 +948,37 @@ enum Command {
         let output: String
     }
 
+    /// Spawns the command (posix_spawn, in `directory`, output to a file, stdin /dev/null) and
+    /// waits for it on a thread of its own. Not Foundation's Process: with a dozen tests spawning
+    /// kubectl and curl at once, its termination handler was seen never to be called, hanging
+    /// every test that waited on it.
     static func run(_ arguments: [String], directory: String) async throws -> Result {
         let outputPath = "\(directory)/command-\(UUID().uuidString).out"
-        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: arguments[0])
-        process.arguments = Array(arguments.dropFirst())
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do {
-                try process.run()
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: error)
-            }
-        }
-        try output.close()
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // In `directory` by env -C (glibc's posix_spawn chdir action is not in Swift's Glibc module).
+        let command = ["/usr/bin/env", "-C", directory] + arguments
+        let argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, environ)
+        guard spawned == 0 else { throw NodeError("cannot start \(arguments[0]): error \(spawned)") }
+        let child = pid
+        let status: Int32 = await withCheckedContinuation { continuation in
+            let waiter = Thread {
+                var raw: Int32 = 0
+                while waitpid(child, &raw, 0) == -1 && errno == EINTR {}
+                // WIFEXITED: the exit code; otherwise 128 + the signal, as a shell reports it.
+                let signal = raw & 0x7f
+                continuation.resume(returning: signal == 0 ? (raw >> 8) & 0xff : 128 + signal)
+            }
+            waiter.start()
+        }
         return Result(status: status, output: (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }
 }
