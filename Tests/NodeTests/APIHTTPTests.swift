@@ -13,7 +13,10 @@ import X509
 /// The API server over real HTTPS (Hummingbird, TLS with certificates of a CA made for the
 /// test, HTTP/2 and HTTP/1.1) on a member in this process, driven by real clients: kubectl 1.33
 /// and curl.
-@Suite("API server over HTTPS, with kubectl and curl")
+/// One test at a time: each runs a node with its API server and background loops in this
+/// process; fourteen at once beside the other suites were seen to hang the whole group about one
+/// run in ten (cause not yet found: see docs/testing.md).
+@Suite("API server over HTTPS, with kubectl and curl", .serialized)
 struct APIHTTPTests {
     static let kubectl = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
 
