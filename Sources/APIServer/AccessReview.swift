@@ -5,7 +5,7 @@ import Resources
 /// with its `status` (allowed, and a reason when denied), as kube-apiserver returns it.
 enum AccessReview {
     static func review(_ body: JSONValue, user: UserInfo, authorizer: any Authorizer) throws(APIError) -> JSONValue {
-        guard case .object(var review) = body else { throw APIError.badRequest("a SelfSubjectAccessReview must be an object") }
+        guard case .object(let review) = body else { throw APIError.badRequest("a SelfSubjectAccessReview must be an object") }
         let spec = body["spec"]
         let question: RequestInfo
         if let attributes = spec?["resourceAttributes"], case .object = attributes {
@@ -23,17 +23,13 @@ enum AccessReview {
         let allowed = authorizer.allows(user, question)
         var status: [String: JSONValue] = ["allowed": .bool(allowed)]
         if !allowed { status["reason"] = .string("no rule of the authorizer allows \(user.name) to \(question.verb) this") }
-        review["status"] = .object(status)
-        var metadata = review["metadata"]?.objectValue ?? [:]
-        metadata["creationTimestamp"] = .null
-        review["metadata"] = .object(metadata)
-        return .object(review)
+        return answered(review, status: .object(status))
     }
 
     /// SelfSubjectRulesReview (`kubectl auth can-i --list`): the rules that grant the user
     /// something in `spec.namespace`, resource and non-resource ones apart.
     static func rules(_ body: JSONValue, user: UserInfo, authorizer: any Authorizer) throws(APIError) -> JSONValue {
-        guard case .object(var review) = body else { throw APIError.badRequest("a SelfSubjectRulesReview must be an object") }
+        guard case .object(let review) = body else { throw APIError.badRequest("a SelfSubjectRulesReview must be an object") }
         let namespace = body["spec"]?["namespace"]?.stringValue ?? ""
         let found = authorizer.rules(for: user, namespace: namespace)
         var resourceRules: [JSONValue] = []
@@ -47,7 +43,14 @@ enum AccessReview {
             }
             if !rule.nonResourceURLs.isEmpty { nonResourceRules.append(.object(["verbs": list(rule.verbs), "nonResourceURLs": list(rule.nonResourceURLs)])) }
         }
-        review["status"] = .object(["resourceRules": .array(resourceRules), "nonResourceRules": .array(nonResourceRules), "incomplete": .bool(found == nil)])
+        return answered(review, status: .object(["resourceRules": .array(resourceRules), "nonResourceRules": .array(nonResourceRules),
+                                                 "incomplete": .bool(found == nil)]))
+    }
+
+    /// A review as the server answers it: its status, and metadata as of an object never stored.
+    static func answered(_ review: [String: JSONValue], status: JSONValue) -> JSONValue {
+        var review = review
+        review["status"] = status
         var metadata = review["metadata"]?.objectValue ?? [:]
         metadata["creationTimestamp"] = .null
         review["metadata"] = .object(metadata)
