@@ -39,7 +39,7 @@ public enum ServerSideApply {
                     collect(item, schema: itemSchema, prefix: itemPath, into: &paths)
                 }
             case .set:
-                for item in items { paths.insert(prefix + ["v:" + String(decoding: item.jsonBytes, as: UTF8.self)]) }
+                for item in items { paths.insert(prefix + ["v:" + canonical(item)]) }
             case .atomic:
                 paths.insert(prefix)
             }
@@ -61,11 +61,29 @@ public enum ServerSideApply {
         }
     }
 
-    /// `k:{"name":"web"}` (the item's key fields, sorted, as JSON).
+    /// `k:{"name":"web"}` (the item's key fields, sorted, as JSON). A port's `protocol`, the one
+    /// defaulted key field of the served kinds, counts as `TCP` when left out (as Kubernetes
+    /// defaults it), so an applied port without it is the stored port with it.
     static func itemKey(_ item: JSONValue, _ keys: [String]) -> String {
         var key: [String: JSONValue] = [:]
-        for name in keys { if let value = item[name] { key[name] = value } }
-        return "k:" + String(decoding: JSONValue.object(key).jsonBytes, as: UTF8.self)
+        for name in keys {
+            if let value = item[name] { key[name] = value } else if name == "protocol" { key[name] = "TCP" }
+        }
+        return "k:" + canonical(.object(key))
+    }
+
+    /// JSON with its keys sorted: one text for one value, whatever order a dictionary holds it
+    /// in (a key segment is compared as text, and one written by Kubernetes or an older
+    /// process must match one made now).
+    static func canonical(_ value: JSONValue) -> String {
+        switch value {
+        case .object(let object):
+            return "{" + object.keys.sorted().map { canonical(.string($0)) + ":" + canonical(object[$0]!) }.joined(separator: ",") + "}"
+        case .array(let items):
+            return "[" + items.map(canonical).joined(separator: ",") + "]"
+        default:
+            return String(decoding: value.jsonBytes, as: UTF8.self)
+        }
     }
 
     /// A field set as FieldsV1 JSON (a tree of empty objects).
@@ -87,8 +105,15 @@ public enum ServerSideApply {
         guard case .object(let object)? = fields else { return [] }
         if object.isEmpty { return prefix.isEmpty ? [] : [prefix] }
         var result = Set<Path>()
-        for (key, child) in object { result.formUnion(paths(child, prefix: prefix + [key])) }
+        for (key, child) in object { result.formUnion(paths(child, prefix: prefix + [canonicalSegment(key)])) }
         return result
+    }
+
+    /// A stored `k:` or `v:` segment rewritten canonically (sorted keys), others as they are.
+    static func canonicalSegment(_ segment: String) -> String {
+        guard segment.hasPrefix("k:") || segment.hasPrefix("v:"),
+              let value = try? JSONDecoder().decode(JSONValue.self, from: Data(segment.dropFirst(2).utf8)) else { return segment }
+        return String(segment.prefix(2)) + canonical(value)
     }
 
     // MARK: Values at paths
@@ -108,7 +133,7 @@ public enum ServerSideApply {
                 current = items.first { itemKey($0, keys) == segment }
                 currentSchema = Patches.resolved(currentSchema?["items"])
             } else if segment.hasPrefix("v:"), case .array(let items) = node {
-                current = items.first { "v:" + String(decoding: $0.jsonBytes, as: UTF8.self) == segment }
+                current = items.first { "v:" + canonical($0) == segment }
             } else {
                 return nil
             }
@@ -134,7 +159,7 @@ public enum ServerSideApply {
             if segment.hasPrefix("k:"), case .map(let keys) = listType(schema), let index = items.firstIndex(where: { itemKey($0, keys) == segment }) {
                 if rest.isEmpty || rest == ["."] { items.remove(at: index) } else { items[index] = removing(rest, from: items[index], schema: schema?["items"]) }
             } else if segment.hasPrefix("v:") {
-                items.removeAll { "v:" + String(decoding: $0.jsonBytes, as: UTF8.self) == segment }
+                items.removeAll { "v:" + canonical($0) == segment }
             }
             return .array(items)
         }
@@ -228,6 +253,15 @@ public enum ServerSideApply {
             result = removing(path[...], from: result, schema: schema)
         }
         result = merge(result, intent, schema: schema)
+        // Applying what is already there, owning what it owned: nothing changes (not even the
+        // entry's time), so the write is a no-op and the resourceVersion stays.
+        if let current, owned == previous {
+            var before = current
+            var after = result
+            before.setMetadata("managedFields", nil)
+            after.setMetadata("managedFields", nil)
+            if before == after { return current }
+        }
         // The manager's entry, first as Kubernetes keeps them; empty sets dropped.
         entries.removeAll { $0.manager == manager && $0.operation == "Apply" }
         var managed: [JSONValue] = [.object([

@@ -60,4 +60,23 @@ struct ServerSideApplyTests {
         // bob no longer names replicas, which only he owned (he took it from alice): it goes.
         #expect(merged["spec"]?["replicas"] == nil)
     }
+
+    @Test("Ports without protocol are the stored ports with TCP (no duplicate items); applying the same again changes nothing, not even the time")
+    func reapplyIsANoOp() throws {
+        let withPort = Self.json(#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx","ports":[{"containerPort":80}]}]}}}}"#)
+        var stored = try ServerSideApply.apply(withPort, to: nil, manager: "raftkube", force: false, definition: Self.definition, now: Self.now)
+        // As the server stores it: the port's protocol defaulted.
+        guard case .object(var port)? = stored["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.first?["ports"]?.arrayValue?.first else {
+            Issue.record("no port")
+            return
+        }
+        port["protocol"] = "TCP"
+        stored = Self.json(String(decoding: stored.jsonBytes, as: UTF8.self).replacingOccurrences(of: #"{"containerPort":80}"#, with: String(decoding: JSONValue.object(port).jsonBytes, as: UTF8.self)))
+        let again = try ServerSideApply.apply(withPort, to: stored, manager: "raftkube", force: false, definition: Self.definition, now: "2026-12-05T00:00:00Z")
+        #expect(again["spec"]?["template"]?["spec"]?["containers"]?.arrayValue?.first?["ports"]?.arrayValue?.count == 1)
+        #expect(again == stored, "the same intent again is a no-op: the object (managedFields' time too) is unchanged")
+        // Key segments compare as canonical text, however a dictionary orders them.
+        #expect(ServerSideApply.itemKey(Self.json(#"{"protocol":"UDP","containerPort":53}"#), ["containerPort", "protocol"]) == #"k:{"containerPort":53,"protocol":"UDP"}"#)
+        #expect(ServerSideApply.canonicalSegment(#"k:{"protocol":"TCP","containerPort":80}"#) == #"k:{"containerPort":80,"protocol":"TCP"}"#)
+    }
 }
