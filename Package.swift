@@ -41,6 +41,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
         // YAML request bodies (application/yaml), read as Kubernetes reads them.
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // The Kubernetes client library's HTTPS (HTTP/2 with ALPN, connection pools).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // The consensus algorithm as a pure, deterministic state machine: stdlib only.
@@ -127,7 +129,10 @@ let package = Package(
         .target(name: "Resources"),
         // The Kubernetes API server over the store: objects under /registry/ (ObjectStorage), with
         // Kubernetes' errors (APIError -> Status).
-        .target(name: "APIServer", dependencies: ["KVStore", "Resources", "Store", .product(name: "Yams", package: "Yams")]),
+        .target(name: "APIServer", dependencies: ["KVStore", "Resources", "Store", "YAMLValue"]),
+        // YAML read into JSONValue as Kubernetes reads it (one document or a stream of them, aliases
+        // within a budget), and JSONValue printed as kubectl prints YAML.
+        .target(name: "YAMLValue", dependencies: ["Resources", .product(name: "Yams", package: "Yams")]),
         // The API server's HTTPS shell (Hummingbird 2): TLS with the cluster's certificates, the
         // user from the client certificate, bodies within their limit, watches as JSON lines.
         .target(
@@ -145,6 +150,26 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The Kubernetes client library (client-go's role): kubeconfigs, typed and untyped
+        // requests with failover among API servers, watches, informers, the work queue.
+        .target(
+            name: "KubeClient",
+            dependencies: [
+                "Resources", "YAMLValue",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // The `raftkube` client commands (get, describe, apply, create, delete, scale, auth can-i)
+        // over KubeClient: the resource catalog from discovery, the server's tables, manifests.
+        .target(name: "KubeCLI", dependencies: ["KubeClient", "Resources", "YAMLValue"]),
         // A node assembled from typed configuration (a store member and what a control-plane node
         // runs beside it), so that the CLI only parses arguments and tests start nodes in-process.
         .target(
@@ -213,6 +238,8 @@ let package = Package(
                 "KVStore",
                 "Node",
                 "Store",
+                "KubeClient",
+                "KubeCLI",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -257,7 +284,8 @@ let package = Package(
             exclude: ["Python"]),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"]),
         .testTarget(name: "ResourcesTests", dependencies: ["Resources"]),
-        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "Resources"]),
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "Resources", "YAMLValue"]),
+        .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "KubeCLI", "Resources", "YAMLValue"]),
         // The store interface on a member assembled in this process (Node), no gRPC in between.
         .testTarget(
             name: "NodeTests",

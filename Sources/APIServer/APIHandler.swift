@@ -1,6 +1,7 @@
 import Foundation
 import Resources
 import Store
+import YAMLValue
 
 /// One request to the API, as the HTTP shell hands it over.
 public struct APIRequest: Sendable {

@@ -3,14 +3,16 @@ import Raft
 import RaftSimulation
 
 /// The raftkube command line: the node's life (`init`, `join`, `start`, `leave`), the cluster's
-/// administration, the store member, the benchmarks. `get`, `apply` and the rest arrive with
-/// their issues.
+/// client commands (`get`, `describe`, `apply`, `create`, `delete`, `scale`, `auth can-i`), the
+/// cluster's administration, the store member, the benchmarks.
 @main
 struct RaftKube: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raftkube",
         abstract: "A Kubernetes-style container orchestrator built on its own Raft.",
-        subcommands: [InitCommand.self, JoinCommand.self, StartCommand.self, LeaveCommand.self, ClusterCommand.self, TokenCommand.self, CertsCommand.self, StoreCommand.self, Bench.self])
+        subcommands: [InitCommand.self, JoinCommand.self, StartCommand.self, LeaveCommand.self,
+                      GetCommand.self, DescribeCommand.self, ApplyCommand.self, CreateCommand.self, DeleteCommand.self, ScaleCommand.self, AuthCommand.self,
+                      ClusterCommand.self, TokenCommand.self, CertsCommand.self, StoreCommand.self, Bench.self])
 }
 
 struct Bench: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import APIServer
 import Resources
 import Testing
+import YAMLValue
 
 @Suite("YAML request bodies")
 struct YAMLBodyTests {

@@ -27,6 +27,53 @@ public enum YAMLBody {
         return try convert(node, budget: &budget, depth: 0)
     }
 
+    /// Every document of a multi-document stream (`---` between them; empty documents skipped),
+    /// the alias budget shared by all of them.
+    public static func decodeAll(_ text: String) throws(Failure) -> [JSONValue] {
+        var budget = maximumNodes
+        var documents: [JSONValue] = []
+        do {
+            for node in try Yams.compose_all(yaml: text) {
+                if case .scalar(let scalar) = node, node.tag.rawValue == Tag.Name.null.rawValue, scalar.string.isEmpty || scalar.string == "~" { continue }
+                documents.append(try convert(node, budget: &budget, depth: 0))
+            }
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure(description: "\(error)")
+        }
+        return documents
+    }
+
+    /// `value` as YAML the way kubectl prints it: keys sorted, block style, strings that would
+    /// read back as another type quoted.
+    public static func render(_ value: JSONValue) -> String {
+        do {
+            return try Yams.serialize(node: node(value), indent: 2, width: -1, allowUnicode: true, sortKeys: true)
+        } catch {
+            return "# cannot render as YAML: \(error)\n"
+        }
+    }
+
+    static let yaml11Booleans: Set<String> = ["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"]
+
+    static func node(_ value: JSONValue) -> Node {
+        switch value {
+        case .null: return Node("null", Tag(.null))
+        case .bool(let value): return Node(value ? "true" : "false", Tag(.bool))
+        case .integer(let value): return Node(String(value), Tag(.int))
+        case .number(let value): return Node(value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value), Tag(.float))
+        case .string(let value):
+            if value.contains("\n") && !value.contains("\r") && value.last != " " { return Node(value, Tag(.str), .literal) }
+            // Quoted when it would read back as another type: numbers, booleans (YAML 1.1's yes/no/on/off
+            // too, as Go's YAML readers take them), null, timestamps.
+            let plain = Resolver.default.resolveTag(of: Node(value)) == .str && !yaml11Booleans.contains(value)
+            return Node(value, Tag(.str), plain ? .any : .doubleQuoted)
+        case .array(let items): return Node(items.map(node))
+        case .object(let object): return Node(object.map { (Node($0.key, Tag(.str)), node($0.value)) })
+        }
+    }
+
     static func convert(_ node: Node, budget: inout Int, depth: Int) throws(Failure) -> JSONValue {
         budget -= 1
         guard budget >= 0 else { throw Failure(description: "the document expands to more than \(maximumNodes) values") }
