@@ -33,7 +33,9 @@ public enum YAMLBody {
         var budget = maximumNodes
         var documents: [JSONValue] = []
         do {
-            for node in try Yams.compose_all(yaml: text) {
+            // Parser.nextRoot, not compose_all: that sequence ends silently at a malformed document.
+            let parser = try Parser(yaml: text)
+            while let node = try parser.nextRoot() {
                 if case .scalar(let scalar) = node, node.tag.rawValue == Tag.Name.null.rawValue, scalar.string.isEmpty || scalar.string == "~" { continue }
                 documents.append(try convert(node, budget: &budget, depth: 0))
             }
